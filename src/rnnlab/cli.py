@@ -1,0 +1,328 @@
+"""The `rnnlab` command: parses flags into the configs and calls the library, nothing more.
+
+Flags are generated from the config dataclasses' fields, so each default and help text lives in
+one place. User mistakes become one-line messages and exit codes (see `rnnlab.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rnnlab.batches import check_length, make_batches
+from rnnlab.corpus import DataConfig
+from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.generate import GenerateConfig, predict
+from rnnlab.metrics import evaluate
+from rnnlab.model import RNNLM, ModelConfig, count_parameters
+from rnnlab.runs import (
+    claim_run_dir,
+    configs_from_json,
+    default_run_dir,
+    load_run,
+    prepare_data,
+    run_config,
+)
+from rnnlab.train import StopRequested, TrainConfig, Trainer
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] = ()) -> None:
+    """One flag per dataclass field; unspecified flags stay absent so defaults come from `cls`."""
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if only and f.name not in only:
+            continue
+        base = str(f.type).split("|")[0].strip()
+        kwargs: dict[str, Any] = {"type": _TYPES[base], "default": argparse.SUPPRESS}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {default})"
+        group.add_argument(_flag(f.name), dest=f.name, **kwargs)
+
+
+def config_from(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """Build `cls` from the flags given on the command line, on top of `base` or the defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    if base is not None:
+        return dataclasses.replace(base, **given)
+    return cls(**given)
+
+
+def given_flags(cls: type, args: argparse.Namespace) -> list[str]:
+    return [_flag(f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rnnlab",
+        description="Train, check and query character-level recurrent language models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a language model and save it to a run directory")
+    add_config_args(p, DataConfig)
+    add_config_args(p, ModelConfig)
+    add_config_args(p, TrainConfig)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/CORPUS-CELL-TIME)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument("--resume", action="store_true", help="continue training the run in --out")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+    p = sub.add_parser("check", help="one untrained forward pass: shapes, zero state, loss ~ ln|V|")
+    add_config_args(p, DataConfig)
+    add_config_args(p, ModelConfig)
+    add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
+
+    p = sub.add_parser("predict", help="continue a prefix with a trained model")
+    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    p.add_argument("--prefix", required=True, help="text to start from")
+    add_config_args(p, GenerateConfig)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    p = sub.add_parser("evaluate", help="loss, perplexity and bits/char of a model on a text")
+    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    log = (lambda s: None) if args.quiet or args.json else print
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out DIR naming the run to continue")
+        fixed = given_flags(DataConfig, args) + given_flags(ModelConfig, args)
+        if fixed:
+            raise UsageError(
+                f"cannot change {', '.join(fixed)} when resuming: the run keeps its data and model"
+            )
+        claim_run_dir(args.out, force=False, resume=True)
+        from rnnlab.checkpoint import CONFIG, read_json
+
+        stored = read_json(args.out, CONFIG)
+        data_cfg, model_cfg, stored_train = configs_from_json(stored)
+        train_cfg = config_from(TrainConfig, args, base=stored_train)
+    else:
+        data_cfg = config_from(DataConfig, args)
+        model_cfg = config_from(ModelConfig, args)
+        train_cfg = config_from(TrainConfig, args)
+
+    data = prepare_data(data_cfg)
+    check_length(len(data.train_ids), train_cfg.batch_size, train_cfg.num_steps)
+    if len(data.valid_ids) < 2:
+        raise UsageError("held-out text is too short: raise --valid-fraction")
+    run_dir = args.out or default_run_dir(data_cfg, model_cfg)
+    if not args.resume:
+        claim_run_dir(run_dir, force=args.force, resume=False)
+
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLM(len(data.vocab), model_cfg)
+    config = run_config(data_cfg, model_cfg, train_cfg, data.vocab)
+    trainer = Trainer(
+        model, train_cfg, data.train_ids, data.valid_ids, run_dir, config, progress, log
+    )
+    if args.resume:
+        stored_vocab = stored["vocab"]
+        if stored_vocab != data.vocab.to_json():
+            raise UsageError("the corpus changed since this run started: its vocabulary differs")
+        trainer.resume()
+        log(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    else:
+        log(
+            f"training a {model_cfg.cell.upper()} ({count_parameters(model):,} parameters, "
+            f"vocabulary {len(data.vocab)}) on {data_cfg.corpus}: {len(data.train_ids):,} train / "
+            f"{len(data.valid_ids):,} held-out characters -> {run_dir}"
+        )
+    if trainer.epoch >= train_cfg.epochs:
+        raise UsageError(
+            f"run already trained {trainer.epoch} epochs: pass a larger --epochs to continue"
+        )
+    start = time.perf_counter()
+    try:
+        last = trainer.fit()
+    except StopRequested as stop:
+        print(
+            f"stopped by {stop} after epoch {trainer.epoch}; the last complete checkpoint is in "
+            f"{run_dir}: continue with `rnnlab train --out {run_dir} --resume`",
+            file=sys.stderr,
+        )
+        return stop.exit_code
+    seconds = time.perf_counter() - start
+    chars = sum(r.train.chars for r in trainer.history)
+    summary = {
+        "train_loss": last.train.loss,
+        "train_ppl": last.train.ppl,
+        "valid_loss": last.valid.loss,
+        "valid_ppl": last.valid.ppl,
+        "valid_bpc": last.valid.bpc,
+        "best_valid_ppl": math.exp(trainer.best_valid),
+        "best_epoch": trainer.best_epoch,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "seconds": round(seconds, 3),
+        "chars_per_sec": round(chars / max(sum(r.seconds for r in trainer.history), 1e-9), 1),
+        "run_dir": str(run_dir),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"done: held-out perplexity {last.valid.ppl:.3f} ({last.valid.bpc:.3f} bits/char), "
+            f"best {summary['best_valid_ppl']:.3f} at epoch {trainer.best_epoch}, "
+            f"{seconds:.0f} s; saved to {run_dir}"
+        )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    data_cfg = config_from(DataConfig, args)
+    model_cfg = config_from(ModelConfig, args)
+    train_cfg = config_from(TrainConfig, args)
+    data = prepare_data(data_cfg)
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLM(len(data.vocab), model_cfg)
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+    X, Y = next(make_batches(data.train_ids, train_cfg.batch_size, train_cfg.num_steps,
+                             train_cfg.sampling, gen))  # (B, T)
+    result = forward_check(model, X, Y)
+    B, T, V = X.shape[0], X.shape[1], len(data.vocab)
+    print(f"corpus {data_cfg.corpus}: vocabulary |V| = {V}, {len(data.train_ids):,} train chars")
+    print(f"model  {model_cfg.cell} x{model_cfg.layers}, hidden {model_cfg.hidden}, "
+          f"input {'one-hot' if model.embed_size == 0 else f'embedding {model.embed_size}'}")
+    print(f"input X          {tuple(X.shape)}  (B, T) = ({B}, {T})")
+    print(f"inputs to RNN    {result['input_shape']}  (B, T, E)")
+    print(f"logits           {result['logits_shape']}  (B, T, V)")
+    print(f"state            {result['state_shape']}  (L, B, H)")
+    print(f"initial state    {'all zeros' if result['zero_state'] else 'NOT ZERO'}")
+    print(f"initial loss     {result['loss']:.4f}  vs ln|V| = {math.log(V):.4f} "
+          f"(difference {result['loss'] - math.log(V):+.4f}, allowed 0.2)")
+    ok = result["ok"]
+    print("check passed" if ok else "check FAILED")
+    return 0 if ok else 1
+
+
+@torch.no_grad()
+def forward_check(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> dict[str, Any]:
+    """Shapes, zero initial state and the initial loss of an untrained model on one minibatch."""
+    model.eval()
+    B, T = X.shape
+    V = model.vocab_size
+    state0 = model.begin_state(B)
+    states = state0 if isinstance(state0, tuple) else (state0,)
+    zero = all(bool((s == 0).all()) for s in states)
+    logits, state = model(X, state0)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1)).item()
+    final = state if isinstance(state, tuple) else (state,)
+    state_shape = " + ".join(str(tuple(s.shape)) for s in final)
+    expected_state = (model.config.layers, B, model.config.hidden)
+    ok = (
+        tuple(logits.shape) == (B, T, V)
+        and all(tuple(s.shape) == expected_state for s in final)
+        and zero
+        and abs(loss - math.log(V)) <= 0.2
+    )
+    return {
+        "input_shape": tuple(model.inputs(X).shape),
+        "logits_shape": tuple(logits.shape),
+        "state_shape": state_shape,
+        "zero_state": zero,
+        "loss": loss,
+        "ok": ok,
+    }
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
+    run = load_run(args.run)
+    pred = predict(run.model, run.vocab, args.prefix, gen_cfg)
+    if args.json:
+        print(json.dumps({
+            "prefix": pred.prefix,
+            "next": [{"char": c, "prob": p} for c, p in pred.next],
+            "continuation": pred.continuation,
+        }, ensure_ascii=False))
+        return 0
+    print(f"prefix: {pred.prefix!r}")
+    print("next character:")
+    for c, p in pred.next:
+        print(f"  {c!r:8} {p:.4f}")
+    if gen_cfg.steps:
+        print(f"continuation ({gen_cfg.steps} steps): {pred.continuation!r}")
+        print(pred.prefix + pred.continuation)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    if hasattr(args, "corpus"):
+        cfg = dataclasses.replace(
+            run.data,
+            corpus=args.corpus,
+            cleaning=getattr(args, "cleaning", None),
+            encoding=getattr(args, "encoding", "utf-8"),
+        )
+        from rnnlab.corpus import load_text
+
+        ids = run.vocab.encode(load_text(cfg))
+        what = f"{args.corpus} (whole text)"
+    else:
+        ids = prepare_data(run.data, vocab=run.vocab).valid_ids
+        what = f"{run.data.corpus} held-out split"
+    if len(ids) < 2:
+        raise UsageError("text is too short to evaluate: it needs at least two characters")
+    m = evaluate(run.model, ids)
+    if args.json:
+        print(json.dumps({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
+    else:
+        print(f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
+              f"{m.bpc:.3f} bits/char over {m.chars:,} characters")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "check": cmd_check,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except RnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
