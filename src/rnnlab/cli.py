@@ -56,6 +56,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
         if only and f.name not in only:
             continue
         base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            group.add_argument(_flag(f.name), dest=f.name, action="store_true",
+                               default=argparse.SUPPRESS, help=f.metadata.get("help"))
+            continue
         kwargs: dict[str, Any] = {"type": _TYPES[base], "default": argparse.SUPPRESS}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -108,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    p = sub.add_parser("demo", help="worked examples: the SRN by hand, gradient flow through time")
+    demos = p.add_subparsers(dest="demo", required=True, parser_class=_Parser)
+    d = demos.add_parser("srn", help="the course's SRN example: numpy, nn.RNNCell, nn.RNN")
+    d.add_argument("--activation", choices=("identity", "tanh"), default="identity")
+    d = demos.add_parser("bptt", help="||dL/dh_t|| against distance for trained RNN/GRU/LSTM")
+    d.add_argument("--cells", default="rnn,gru,lstm", help="comma-separated cells")
+    d.add_argument("--seconds", type=float, default=20.0, help="training time per cell")
+    d.add_argument("--hidden", type=int, default=128)
+    d.add_argument("--num-steps", type=int, default=64, help="window length (T)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--plot", help="also write the curves to this PNG file")
     return parser
 
 
@@ -166,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(
             f"run already trained {trainer.epoch} epochs: pass a larger --epochs to continue"
         )
+    if model_cfg.bidirectional:
+        print(BIDIRECTIONAL_WARNING, file=sys.stderr)
     start = time.perf_counter()
     try:
         last = trainer.fit()
@@ -200,6 +218,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"best {summary['best_valid_ppl']:.3f} at epoch {trainer.best_epoch}, "
             f"{seconds:.0f} s; saved to {run_dir}"
         )
+    return 0
+
+
+BIDIRECTIONAL_WARNING = (
+    "warning: --bidirectional language model: its backward pass reads the very characters it "
+    "must predict, so its teacher-forced loss is meaningless and its generated text garbage"
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rnnlab import demos
+
+    if args.demo == "srn":
+        text, ok = demos.srn_demo(args.activation)
+        print(text)
+        return 0 if ok else 1
+    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+    for c in cells:
+        ModelConfig(cell=c)  # validates the name
+    if args.num_steps < 2 or args.hidden < 1 or not args.seconds > 0:
+        raise UsageError("demo bptt needs --num-steps >= 2, --hidden >= 1 and --seconds > 0")
+    text, _ = demos.bptt_demo(cells, args.seconds, args.hidden, args.num_steps, args.seed,
+                              args.plot)
+    print(text)
     return 0
 
 
@@ -243,7 +285,7 @@ def forward_check(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> dict[str, A
     loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1)).item()
     final = state if isinstance(state, tuple) else (state,)
     state_shape = " + ".join(str(tuple(s.shape)) for s in final)
-    expected_state = (model.config.layers, B, model.config.hidden)
+    expected_state = (model.config.layers * model.num_directions, B, model.config.hidden)
     ok = (
         tuple(logits.shape) == (B, T, V)
         and all(tuple(s.shape) == expected_state for s in final)
@@ -263,6 +305,8 @@ def forward_check(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> dict[str, A
 def cmd_predict(args: argparse.Namespace) -> int:
     gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
     run = load_run(args.run)
+    if run.model_config.bidirectional:
+        print(BIDIRECTIONAL_WARNING, file=sys.stderr)
     pred = predict(run.model, run.vocab, args.prefix, gen_cfg)
     if args.json:
         print(json.dumps({
@@ -313,6 +357,7 @@ COMMANDS = {
     "check": cmd_check,
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
 }
 
 

@@ -45,6 +45,11 @@ class ModelConfig:
             f"{ONE_HOT_MAX_VOCAB} symbols, else an embedding of {AUTO_EMBED_SIZE}"
         },
     )
+    bidirectional: bool = field(
+        default=False,
+        metadata={"help": "run a second recurrent pass backwards in time (leaks the future: "
+                  "a language model trained this way cannot generate)"},
+    )
     impl: str = field(
         default="torch",
         metadata={"help": "torch: nn.RNN/GRU/LSTM; scratch: rnnlab's own cells", "choices": IMPLS},
@@ -84,7 +89,14 @@ def make_core(config: ModelConfig, input_size: int) -> nn.Module:
 
         module = {"rnn": cells.RNN, "gru": cells.GRU, "lstm": cells.LSTM}[config.cell]
     dropout = config.dropout if config.layers > 1 else 0.0  # torch warns on 1-layer dropout
-    return module(input_size, config.hidden, config.layers, batch_first=True, dropout=dropout)
+    return module(
+        input_size,
+        config.hidden,
+        config.layers,
+        batch_first=True,
+        dropout=dropout,
+        bidirectional=config.bidirectional,
+    )
 
 
 class RNNLM(nn.Module):
@@ -99,7 +111,8 @@ class RNNLM(nn.Module):
             self.embedding = nn.Embedding(vocab_size, self.embed_size)
         self.rnn = make_core(config, config.input_size(vocab_size))
         self.drop = nn.Dropout(config.dropout)
-        self.output = nn.Linear(config.hidden, vocab_size)
+        self.num_directions = 2 if config.bidirectional else 1
+        self.output = nn.Linear(config.hidden * self.num_directions, vocab_size)
 
     def inputs(self, X: torch.Tensor) -> torch.Tensor:
         """Ids (B, T) to input vectors (B, T, E)."""
@@ -111,13 +124,13 @@ class RNNLM(nn.Module):
         """Logits for every position: (B, T) ids -> (B, T, V) logits and the final state."""
         if state is None:
             state = self.begin_state(X.shape[0])
-        outputs, state = self.rnn(self.inputs(X), state)  # (B, T, H)
+        outputs, state = self.rnn(self.inputs(X), state)  # (B, T, D*H), D = directions
         return self.output(self.drop(outputs)), state  # (B, T, V)
 
     def begin_state(self, batch_size: int) -> State:
-        """The zero state: (L, B, H), or the (h, c) pair for an LSTM."""
+        """The zero state: (L*D, B, H), or the (h, c) pair for an LSTM (D = 2 if bidirectional)."""
         p = self.output.weight
-        shape = (self.config.layers, batch_size, self.config.hidden)
+        shape = (self.config.layers * self.num_directions, batch_size, self.config.hidden)
         h = torch.zeros(shape, dtype=p.dtype, device=p.device)
         if self.config.cell == "lstm":
             return h, torch.zeros_like(h)

@@ -1,0 +1,53 @@
+"""How far back a gradient reaches: the norm of dL/dh_t against the distance to the loss.
+
+Backpropagation through time multiplies one Jacobian per step. For a plain tanh RNN those factors
+are usually smaller than one, so the gradient of a loss at step T with respect to the state T - k
+steps earlier shrinks roughly geometrically in k (vanishing gradients) or, with large recurrent
+weights, grows (exploding: the reason for gradient clipping). Gated cells (GRU, LSTM) add paths
+through which the state is copied almost unchanged, so their curve decays much more slowly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rnnlab.model import RNNLM
+
+
+def hidden_grad_norms(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ||dL/dh_t|| for the loss of the last prediction only.
+
+    The sequence runs one step at a time so that every intermediate state is a node of the graph
+    whose gradient can be read; h_t is the whole state after input t (all layers; for an LSTM
+    h and c concatenated), and the loss is the prediction made after input T-1.
+
+    Shapes:
+        X, Y: (B, T) ids. Returns (T-1,): entry k-1 is the norm for the state k steps back,
+        i.e. h_{T-1-k}, the state that entered the step k inputs before the prediction.
+    """
+    was_training = model.training
+    model.eval()  # no dropout: measure the network, not the noise
+    try:
+        state = model.begin_state(X.shape[0])
+        kept = []
+        logits = None
+        for t in range(X.shape[1]):
+            logits, state = model(X[:, t : t + 1], state)  # (B, 1, V)
+            if t < X.shape[1] - 1:  # the final state feeds nothing the loss sees
+                parts = state if isinstance(state, tuple) else (state,)
+                for s in parts:
+                    s.retain_grad()
+                kept.append(parts)
+        assert logits is not None
+        loss = F.cross_entropy(logits[:, -1], Y[:, -1])  # the prediction after the last input
+        loss.backward()
+        norms = []
+        for parts in kept:
+            # Each state is (L*D, B, H); per row, the norm over every layer and part of the state.
+            g = torch.cat([s.grad.transpose(0, 1).reshape(X.shape[0], -1) for s in parts], dim=1)
+            norms.append(g.norm(dim=1).mean())
+        model.zero_grad(set_to_none=True)
+        return torch.stack(norms).flip(0).detach()  # (T-1,) index k-1 = k steps back
+    finally:
+        model.train(was_training)
