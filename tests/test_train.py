@@ -125,3 +125,41 @@ def test_resume_continues_exactly(tmp_path):
 
     assert len(rows("r")) == 4  # header + the two first epochs kept + the resumed one
     assert rows("r") == rows("s")
+
+
+@pytest.mark.parametrize("sampling, cell", [("sequential", "lstm"), ("random", "gru")])
+def test_interrupt_mid_epoch_then_resume_is_exact(tmp_path, sampling, cell):
+    import os
+    import signal
+
+    from rnnlab.train import StopRequested
+
+    straight = make_trainer(tmp_path / "s", sampling=sampling, epochs=2, cell=cell)
+    straight.fit()
+
+    first = make_trainer(tmp_path / "r", sampling=sampling, epochs=2, cell=cell)
+    real_step = first.optimizer.step
+    calls = []
+
+    def step_then_signal(*a, **k):
+        out = real_step(*a, **k)
+        calls.append(1)
+        if len(calls) == 45:  # mid-way through the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    first.optimizer.step = step_then_signal
+    with pytest.raises(StopRequested) as stop:
+        first.fit()
+    assert stop.value.exit_code == 130
+    assert first.step == 45 and first.current is not None and first.current.batches_done > 0
+
+    resumed = make_trainer(tmp_path / "r", sampling=sampling, epochs=2, cell=cell)
+    torch.manual_seed(99)
+    resumed.resume()
+    assert resumed.step == 45
+    resumed.fit()
+    assert resumed.history[-1].train == straight.history[-1].train
+    assert resumed.history[-1].valid == straight.history[-1].valid
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -86,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, check and query character-level recurrent language models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice); use 1 per process when running several",
+    )
 
-    p = sub.add_parser("train", help="train a language model and save it to a run directory")
+    p = sub.add_parser("train", parents=[common], help="train a language model and save it to a run directory")
     add_config_args(p, DataConfig)
     add_config_args(p, ModelConfig)
     add_config_args(p, TrainConfig)
@@ -97,27 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
-    p = sub.add_parser("check", help="one untrained forward pass: shapes, zero state, loss ~ ln|V|")
+    p = sub.add_parser("check", parents=[common], help="one untrained forward pass: shapes, zero state, loss ~ ln|V|")
     add_config_args(p, DataConfig)
     add_config_args(p, ModelConfig)
     add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
 
-    p = sub.add_parser("predict", help="continue a prefix with a trained model")
+    p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
     p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
     p.add_argument("--prefix", required=True, help="text to start from")
     add_config_args(p, GenerateConfig)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
-    p = sub.add_parser("evaluate", help="loss, perplexity and bits/char of a model on a text")
+    p = sub.add_parser("evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text")
     p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     p = sub.add_parser("demo", help="worked examples: the SRN by hand, gradient flow through time")
     demos = p.add_subparsers(dest="demo", required=True, parser_class=_Parser)
-    d = demos.add_parser("srn", help="the course's SRN example: numpy, nn.RNNCell, nn.RNN")
+    d = demos.add_parser("srn", parents=[common], help="the course's SRN example: numpy, nn.RNNCell, nn.RNN")
     d.add_argument("--activation", choices=("identity", "tanh"), default="identity")
-    d = demos.add_parser("bptt", help="||dL/dh_t|| against distance for trained RNN/GRU/LSTM")
+    d = demos.add_parser("bptt", parents=[common], help="||dL/dh_t|| against distance for trained RNN/GRU/LSTM")
     d.add_argument("--cells", default="rnn,gru,lstm", help="comma-separated cells")
     d.add_argument("--seconds", type=float, default=20.0, help="training time per cell")
     d.add_argument("--hidden", type=int, default=128)
@@ -189,8 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         last = trainer.fit()
     except StopRequested as stop:
         print(
-            f"stopped by {stop} after epoch {trainer.epoch}; the last complete checkpoint is in "
-            f"{run_dir}: continue with `rnnlab train --out {run_dir} --resume`",
+            f"stopped by {stop} at step {trainer.step} (epoch {trainer.epoch + 1}); checkpoint "
+            f"saved in {run_dir}: continue with `rnnlab train --out {run_dir} --resume`",
             file=sys.stderr,
         )
         return stop.exit_code
@@ -364,6 +371,11 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.threads = getattr(args, "threads", 0)
+        if args.threads < 0:
+            raise UsageError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         return COMMANDS[args.command](args)
     except RnnlabError as e:
         print(f"error: {e}", file=sys.stderr)

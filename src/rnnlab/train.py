@@ -49,8 +49,10 @@ class TrainConfig:
     clip: float = field(default=1.0, metadata={"help": "max global norm of the gradient"})
     lr_decay: float = field(
         default=0.5,
-        metadata={"help": "multiply the learning rate by this after an epoch that did not "
-                  "improve the held-out loss (1: never)"},
+        metadata={
+            "help": "multiply the learning rate by this after an epoch that did not "
+            "improve the held-out loss (1: never)"
+        },
     )
     epochs: int = field(default=20, metadata={"help": "passes over the training text"})
     max_time: float | None = field(
@@ -103,7 +105,7 @@ class StopRequested(Exception):
 
 
 class SignalGuard:
-    """Turn SIGINT/SIGTERM into a flag checked between optimizer steps, so a step never half-runs."""
+    """Turn SIGINT/SIGTERM into a flag checked after each optimizer step: no step half-runs."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -135,6 +137,20 @@ def make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=config.lr)
 
 
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands: enough to stop after any step and continue exactly."""
+
+    gen_state: torch.Tensor  # the batch generator's state at the epoch start: replays its order
+    batches_done: int = 0
+    total_nll: float = 0.0
+    chars: int = 0
+    grad_norms: float = 0.0
+    clipped: int = 0
+    seconds: float = 0.0
+    state: State | None = None  # the carried hidden state (sequential sampling)
+
+
 class Trainer:
     """Owns the model, optimizer and RNG streams of one run, and saves them to its directory."""
 
@@ -160,35 +176,41 @@ class Trainer:
         self.log = log
         self.optimizer = make_optimizer(model, config)
         self.batch_gen = torch.Generator().manual_seed(config.seed)  # offsets and window order
-        self.epoch = 0
-        self.step = 0
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.current: EpochProgress | None = None  # the epoch under way, if any
         self.best_valid = math.inf
         self.best_epoch = 0
         self.history: list[EpochResult] = []
         self.metrics_rows: list[str] = [METRICS_HEADER]
-        self.train_seconds = 0.0
 
-    def run_epoch(self, deadline: float | None, guard: SignalGuard) -> tuple[Metrics, float, int]:
-        """One pass over the training text: its metrics, summed gradient norms, clipped steps."""
+    def run_epoch(self, deadline: float | None, guard: SignalGuard) -> EpochProgress:
+        """One pass over the training text (or the rest of it, after a resume)."""
         cfg, model = self.config, self.model
-        model.train()
-        V = model.vocab_size
-        state: State | None = None  # a fresh zero state at every epoch start
-        total_nll, chars, norms, clipped = 0.0, 0, 0.0, 0
+        if self.current is None:
+            self.current = EpochProgress(gen_state=self.batch_gen.get_state())
+        ep = self.current
+        self.batch_gen.set_state(ep.gen_state)  # the same offset and order as when it began
         batches = make_batches(
             self.train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, self.batch_gen
         )
+        for _ in range(ep.batches_done):  # already trained on before a resume
+            next(batches)
         n_batches = batches_per_epoch(
             len(self.train_ids), cfg.batch_size, cfg.num_steps, cfg.sampling
         )
         bar = tqdm(
             batches,
             total=n_batches,
+            initial=ep.batches_done,
             desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
             unit="batch",
         )
+        model.train()
+        V = model.vocab_size
+        state = ep.state  # None at the epoch start: a fresh zero state
         start = time.perf_counter()
         for X, Y in bar:  # (B, T), (B, T)
             if cfg.sampling == "random" or state is None:
@@ -201,105 +223,84 @@ class Trainer:
             loss.backward()
             # Clipping bounds the step when the gradient explodes through many time steps.
             norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
-            if not (math.isfinite(loss.item()) and math.isfinite(norm)):
-                what = "loss" if not math.isfinite(loss.item()) else "gradient norm"
+            value = loss.item()
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                what, bad = ("loss", value) if not math.isfinite(value) else ("gradient norm", norm)
                 raise NumericalError(
-                    f"{what} became {loss.item() if what == 'loss' else norm} at step "
-                    f"{self.step + 1} (epoch {self.epoch + 1}); the last good checkpoint in "
-                    f"{str(self.run_dir)!r} is intact: lower --lr or --clip"
+                    f"{what} became {bad} at step {self.step + 1} (epoch {self.epoch + 1}) "
+                    f"before the update; the last good checkpoint in {str(self.run_dir)!r} is "
+                    "intact: lower --lr or --clip"
                 )
             self.optimizer.step()
             self.step += 1
-            n = Y.numel()
-            total_nll += loss.item() * n
-            chars += n
-            norms += norm
-            clipped += norm > cfg.clip
+            ep.batches_done += 1
+            ep.state = state
+            ep.total_nll += value * Y.numel()
+            ep.chars += Y.numel()
+            ep.grad_norms += norm
+            ep.clipped += norm > cfg.clip
             if self.progress:
-                elapsed = time.perf_counter() - start
+                elapsed = ep.seconds + time.perf_counter() - start
                 bar.set_postfix(
-                    loss=f"{loss.item():.3f}",
-                    ppl=f"{math.exp(min(loss.item(), 700)):.2f}",
-                    cps=f"{chars / max(elapsed, 1e-9):,.0f}",
+                    loss=f"{value:.3f}",
+                    ppl=f"{math.exp(min(value, 700)):.2f}",
+                    cps=f"{ep.chars / max(elapsed, 1e-9):,.0f}",
                 )
-            guard.check()
-            if deadline is not None and time.perf_counter() >= deadline:
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            if guard.signum is not None or out_of_time:
                 break
         bar.close()
-        self.train_seconds += time.perf_counter() - start
-        return metrics_from_nll(total_nll, chars), norms, clipped
+        ep.seconds += time.perf_counter() - start
+        return ep
 
     def fit(self) -> EpochResult:
-        """Train to `epochs` or `max_time`, evaluating and checkpointing after each epoch."""
+        """Train to `epochs` or `max_time`, evaluating and checkpointing after each epoch.
+
+        SIGINT/SIGTERM end the current step, save a checkpoint of the epoch in progress (resume
+        continues exactly there) and raise `StopRequested`.
+        """
         cfg = self.config
         deadline = None if cfg.max_time is None else time.perf_counter() + cfg.max_time
         with SignalGuard() as guard:
             while self.epoch < cfg.epochs:
-                steps_before = self.step
-                t0 = time.perf_counter()
-                try:
-                    train_m, norms, clipped = self.run_epoch(deadline, guard)
-                except StopRequested as stop:
-                    self.log(f"interrupted by {stop}: finishing the last step")
-                    raise
-                seconds = time.perf_counter() - t0
-                valid_m = evaluate(self.model, self.valid_ids)
-                self.epoch += 1
-                steps = self.step - steps_before
-                result = EpochResult(
-                    epoch=self.epoch,
-                    train=train_m,
-                    valid=valid_m,
-                    seconds=seconds,
-                    steps=steps,
-                    grad_norm=norms / max(steps, 1),
-                    clipped=clipped / max(steps, 1),
-                )
-                self.record(result)
-                improved = valid_m.loss < self.best_valid
-                if improved:
-                    self.best_valid, self.best_epoch = valid_m.loss, self.epoch
-                else:  # a plateau or overfitting: smaller steps (pytorch word_language_model)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] *= cfg.lr_decay
-                self.save(best=improved)
-                self.log(
-                    f"epoch {self.epoch:3d}  train ppl {train_m.ppl:7.3f}  "
-                    f"valid ppl {valid_m.ppl:7.3f} ({valid_m.bpc:.3f} bits/char)  "
-                    f"{train_m.chars / max(seconds, 1e-9):,.0f} chars/s"
-                    + ("  *" if improved else "")
-                )
+                ep = self.run_epoch(deadline, guard)
+                if guard.signum is not None:
+                    self.save(best=False)
+                    guard.check()
+                self.finish_epoch(ep)
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
         return self.history[-1]
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def save(self, best: bool) -> None:
-        weights = dict(self.model.state_dict())
-        optim_tensors, optim_plain = ckpt.optimizer_to_checkpoint(self.optimizer)
-        last = {f"model.{k}": v for k, v in weights.items()}
-        last.update(optim_tensors)
-        last["rng.batches"] = self.batch_gen.get_state()
-        last["rng.torch"] = torch.get_rng_state()
-        trainer = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "best_valid_loss": ckpt.finite(self.best_valid),
-            "best_epoch": self.best_epoch,
-            "train_seconds": self.train_seconds,
-            "optimizer": optim_plain,
-        }
-        files = {
-            ckpt.LAST: ckpt.tensors_bytes(last),
-            ckpt.TRAINER: ckpt.json_bytes(trainer),
-        }
-        if best:
-            files[ckpt.WEIGHTS] = ckpt.tensors_bytes(weights)
-        files[ckpt.CONFIG] = ckpt.json_bytes(self.run_config)
-        ckpt.save_files(self.run_dir, files)
-        csv = "\n".join(self.metrics_rows) + "\n"
-        ckpt.write_atomic(self.run_dir / ckpt.METRICS, csv.encode("utf-8"))
+    def finish_epoch(self, ep: EpochProgress) -> None:
+        """Evaluate on the held-out text, record the metrics, keep the best weights, save."""
+        valid_m = evaluate(self.model, self.valid_ids)
+        train_m = metrics_from_nll(ep.total_nll, ep.chars)
+        self.epoch += 1
+        self.current = None
+        steps = max(ep.batches_done, 1)
+        result = EpochResult(
+            epoch=self.epoch,
+            train=train_m,
+            valid=valid_m,
+            seconds=ep.seconds,
+            steps=ep.batches_done,
+            grad_norm=ep.grad_norms / steps,
+            clipped=ep.clipped / steps,
+        )
+        self.record(result)
+        improved = valid_m.loss < self.best_valid
+        if improved:
+            self.best_valid, self.best_epoch = valid_m.loss, self.epoch
+        else:  # a plateau or overfitting: smaller steps (pytorch word_language_model)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.lr_decay
+        self.save(best=improved)
+        self.log(
+            f"epoch {self.epoch:3d}  train ppl {train_m.ppl:7.3f}  "
+            f"valid ppl {valid_m.ppl:7.3f} ({valid_m.bpc:.3f} bits/char)  "
+            f"{train_m.chars / max(ep.seconds, 1e-9):,.0f} chars/s" + ("  *" if improved else "")
+        )
 
     def record(self, r: EpochResult) -> None:
         self.history.append(r)
@@ -310,8 +311,52 @@ class Trainer:
             f"{r.grad_norm:.6f},{r.clipped:.4f}"
         )
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, best: bool) -> None:
+        """Write the run's files; `last.safetensors` + `trainer.json` allow an exact resume."""
+        weights = dict(self.model.state_dict())
+        optim_tensors, optim_plain = ckpt.optimizer_to_checkpoint(self.optimizer)
+        last = {f"model.{k}": v for k, v in weights.items()}
+        last.update(optim_tensors)
+        last["rng.batches"] = self.batch_gen.get_state()
+        last["rng.torch"] = torch.get_rng_state()
+        in_epoch = None
+        ep = self.current
+        if ep is not None:
+            last["epoch.gen_state"] = ep.gen_state
+            if ep.state is not None:
+                parts = ep.state if isinstance(ep.state, tuple) else (ep.state,)
+                for i, part in enumerate(parts):
+                    last[f"epoch.state.{i}"] = part
+            in_epoch = {
+                "batches_done": ep.batches_done,
+                "total_nll": ep.total_nll,
+                "chars": ep.chars,
+                "grad_norms": ep.grad_norms,
+                "clipped": ep.clipped,
+                "seconds": ep.seconds,
+            }
+        trainer = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "in_epoch": in_epoch,
+            "best_valid_loss": ckpt.finite(self.best_valid),
+            "best_epoch": self.best_epoch,
+            "optimizer": optim_plain,
+            "torch_version": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        files = {ckpt.LAST: ckpt.tensors_bytes(last), ckpt.TRAINER: ckpt.json_bytes(trainer)}
+        if best:
+            files[ckpt.WEIGHTS] = ckpt.tensors_bytes(weights)
+        files[ckpt.CONFIG] = ckpt.json_bytes(self.run_config)
+        ckpt.save_files(self.run_dir, files)
+        csv = "\n".join(self.metrics_rows) + "\n"
+        ckpt.write_atomic(self.run_dir / ckpt.METRICS, csv.encode("utf-8"))
+
     def resume(self) -> None:
-        """Continue from the run directory's last complete epoch."""
+        """Continue from the run directory's last checkpoint, mid-epoch if it was saved there."""
         last = ckpt.read_tensors(self.run_dir, ckpt.LAST)
         trainer = ckpt.read_json(self.run_dir, ckpt.TRAINER)
         weights = {k.removeprefix("model."): v for k, v in last.items() if k.startswith("model.")}
@@ -328,7 +373,24 @@ class Trainer:
         best = trainer["best_valid_loss"]
         self.best_valid = math.inf if best is None else best
         self.best_epoch = trainer["best_epoch"]
-        self.train_seconds = trainer["train_seconds"]
+        if trainer.get("in_epoch"):
+            parts = [last[k] for k in sorted(k for k in last if k.startswith("epoch.state."))]
+            state: State | None = None
+            if parts:
+                state = tuple(parts) if len(parts) == 2 else parts[0]  # type: ignore[assignment]
+            self.current = EpochProgress(
+                gen_state=last["epoch.gen_state"], state=state, **trainer["in_epoch"]
+            )
+        for name, key, now in (
+            ("torch", "torch_version", torch.__version__),
+            ("threads", "threads", torch.get_num_threads()),
+        ):
+            then = trainer.get(key)
+            if then is not None and then != now:
+                self.log(
+                    f"warning: checkpoint was written with {name} {then}, resuming with {now}: "
+                    "results will not match an uninterrupted run bit for bit"
+                )
         metrics = self.run_dir / ckpt.METRICS
         if metrics.exists():
             rows = metrics.read_text(encoding="utf-8").splitlines()
