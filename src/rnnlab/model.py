@@ -32,10 +32,10 @@ class ModelConfig:
     """Shape of the network; `embed` -1 picks one-hot for small vocabularies, else an embedding."""
 
     cell: str = field(default="gru", metadata={"help": "recurrent unit", "choices": CELLS})
-    hidden: int = field(default=512, metadata={"help": "hidden units per layer (H)"})
-    layers: int = field(default=1, metadata={"help": "stacked recurrent layers (L)"})
+    hidden: int = field(default=256, metadata={"help": "hidden units per layer (H)"})
+    layers: int = field(default=2, metadata={"help": "stacked recurrent layers (L)"})
     dropout: float = field(
-        default=0.2,
+        default=0.3,
         metadata={"help": "dropout between recurrent layers and before the output layer"},
     )
     embed: int = field(

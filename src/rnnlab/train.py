@@ -35,7 +35,7 @@ class TrainConfig:
     """How to train: minibatches, optimizer, budget."""
 
     batch_size: int = field(default=32, metadata={"help": "rows per minibatch (B)"})
-    num_steps: int = field(default=64, metadata={"help": "time steps per minibatch (T)"})
+    num_steps: int = field(default=35, metadata={"help": "time steps per minibatch (T)"})
     sampling: str = field(
         default="sequential",
         metadata={
