@@ -214,3 +214,23 @@ def test_usage_errors_are_one_line(capsys):
     assert main(["fly"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_divergence_exits_4_and_keeps_nothing_bad(tmp_path, corpus, capsys):
+    out = tmp_path / "nan"
+    code = main(["train", "--corpus", str(corpus), "--out", str(out), "--quiet", "--optimizer",
+                 "sgd", "--lr", "1e38", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 4 and len(err.splitlines()) == 1
+    assert "became inf" in err or "became nan" in err
+    assert "lower --lr" in err and "no checkpoint had been written yet" in err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_huge_finite_loss_prints_inf_not_a_crash(tmp_path, corpus, capsys):
+    out = tmp_path / "big"
+    code = main(["train", "--corpus", str(corpus), "--out", str(out), "--json", "--optimizer",
+                 "sgd", "--lr", "1e30", *TINY])
+    assert code == 0  # the loss is around 1e30: finite, so training goes on
+    summary = last_json(capsys)
+    assert summary["valid_ppl"] is None and summary["valid_loss"] > 1e6  # inf -> JSON null

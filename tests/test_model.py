@@ -86,3 +86,13 @@ def test_detach_state_handles_tensor_and_pair():
 def test_model_config_validation(kwargs, flag):
     with pytest.raises(UsageError, match=flag):
         ModelConfig(**kwargs)
+
+
+def test_read_streams_a_long_input_and_matches_one_call():
+    torch.manual_seed(0)
+    model = RNNLM(9, ModelConfig(cell="lstm", hidden=8)).eval()
+    X = torch.randint(9, (2, 50))
+    logits, state = model(X)
+    last, state2 = model.read(X, chunk=7)
+    assert torch.allclose(last, logits[:, -1], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state, state2, strict=True))

@@ -23,7 +23,7 @@ from rnnlab.batches import check_length, make_batches
 from rnnlab.corpus import DataConfig
 from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, predict
-from rnnlab.metrics import evaluate
+from rnnlab.metrics import evaluate, perplexity
 from rnnlab.model import RNNLM, ModelConfig, count_parameters
 from rnnlab.runs import (
     claim_run_dir,
@@ -51,7 +51,7 @@ def _flag(name: str) -> str:
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] = ()) -> None:
     """One flag per dataclass field; unspecified flags stay absent so defaults come from `cls`."""
-    group = parser.add_argument_group(cls.__name__)
+    group = parser.add_argument_group(f"{cls.__name__.removesuffix('Config').lower()} options")
     for f in dataclasses.fields(cls):
         if only and f.name not in only:
             continue
@@ -64,7 +64,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         default = f.default if f.default is not dataclasses.MISSING else None
-        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {default})"
+        shown = "" if default is None else f" (default: {default})"
+        kwargs["help"] = f"{f.metadata.get('help', '')}{shown}"
         group.add_argument(_flag(f.name), dest=f.name, **kwargs)
 
 
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--plot", help="also write the curves to this PNG file")
     return parser
+
+
+def json_line(obj: dict[str, Any]) -> str:
+    """One line of strict JSON: inf/nan (a diverged model) become null, which JSON can hold."""
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    return json.dumps(clean, ensure_ascii=False)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -209,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "valid_loss": last.valid.loss,
         "valid_ppl": last.valid.ppl,
         "valid_bpc": last.valid.bpc,
-        "best_valid_ppl": math.exp(trainer.best_valid),
+        "best_valid_ppl": perplexity(trainer.best_valid),
         "best_epoch": trainer.best_epoch,
         "epochs": trainer.epoch,
         "steps": trainer.step,
@@ -218,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "run_dir": str(run_dir),
     }
     if args.json:
-        print(json.dumps(summary))
+        print(json_line(summary))
     else:
         print(
             f"done: held-out perplexity {last.valid.ppl:.3f} ({last.valid.bpc:.3f} bits/char), "
@@ -352,7 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("text is too short to evaluate: it needs at least two characters")
     m = evaluate(run.model, ids)
     if args.json:
-        print(json.dumps({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
+        print(json_line({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
     else:
         print(f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
               f"{m.bpc:.3f} bits/char over {m.chars:,} characters")

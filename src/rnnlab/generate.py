@@ -69,9 +69,11 @@ def encode_prefix(vocab: Vocab, prefix: str) -> torch.Tensor:
 
 @torch.no_grad()
 def warm_up(model: RNNLM, X: torch.Tensor) -> tuple[torch.Tensor, State]:
-    """Run the prefix once from a zero state: logits after its last character, and the state."""
-    logits, state = model(X, model.begin_state(X.shape[0]))  # (B, P, V)
-    return logits[:, -1], state  # (B, V)
+    """Run the prefix once from a zero state: logits after its last character, and the state.
+
+    The prefix streams through in chunks, so a very long one costs time, not memory.
+    """
+    return model.read(X)  # (B, V), state
 
 
 def choose(logits: torch.Tensor, config: GenerateConfig, gen: torch.Generator) -> torch.Tensor:

@@ -26,13 +26,17 @@ class Metrics:
         return asdict(self)
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), but inf instead of an OverflowError for a diverged model."""
+    return math.exp(loss) if loss < 709.0 else math.inf  # exp overflows float64 above ~709.78
+
+
 def metrics_from_nll(total_nll: float, chars: int) -> Metrics:
-    """The one place the three figures are computed; inf perplexity instead of an overflow."""
+    """The one place the three figures are computed."""
     if chars <= 0:
         raise ValueError("no characters to score")
     loss = total_nll / chars
-    ppl = math.exp(loss) if loss < 709.0 else math.inf  # exp overflows float64 above ~709.78
-    return Metrics(loss=loss, ppl=ppl, bpc=loss / math.log(2), chars=chars)
+    return Metrics(loss=loss, ppl=perplexity(loss), bpc=loss / math.log(2), chars=chars)
 
 
 @torch.no_grad()

@@ -127,6 +127,20 @@ class RNNLM(nn.Module):
         outputs, state = self.rnn(self.inputs(X), state)  # (B, T, D*H), D = directions
         return self.output(self.drop(outputs)), state  # (B, T, V)
 
+    def read(
+        self, X: torch.Tensor, state: State | None = None, chunk: int = 4096
+    ) -> tuple[torch.Tensor, State]:
+        """Run a long input in chunks and return only the last step's logits: (B, V), state.
+
+        Memory stays bounded by the chunk whatever the length, because the (B, T, V) logits of
+        a whole prefix are never materialised.
+        """
+        if state is None:
+            state = self.begin_state(X.shape[0])
+        for piece in X.split(chunk, dim=1):
+            outputs, state = self.rnn(self.inputs(piece), state)  # (B, t, D*H)
+        return self.output(self.drop(outputs[:, -1])), state  # (B, V)
+
     def begin_state(self, batch_size: int) -> State:
         """The zero state: (L*D, B, H), or the (h, c) pair for an LSTM (D = 2 if bidirectional)."""
         p = self.output.weight

@@ -179,6 +179,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.current: EpochProgress | None = None  # the epoch under way, if any
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
         self.best_valid = math.inf
         self.best_epoch = 0
         self.history: list[EpochResult] = []
@@ -226,10 +227,15 @@ class Trainer:
             value = loss.item()
             if not (math.isfinite(value) and math.isfinite(norm)):
                 what, bad = ("loss", value) if not math.isfinite(value) else ("gradient norm", norm)
+                kept = (
+                    f"the last good checkpoint (step {self.saved_step}) in "
+                    f"{str(self.run_dir)!r} is intact"
+                    if self.saved_step is not None
+                    else "no checkpoint had been written yet"
+                )
                 raise NumericalError(
                     f"{what} became {bad} at step {self.step + 1} (epoch {self.epoch + 1}) "
-                    f"before the update; the last good checkpoint in {str(self.run_dir)!r} is "
-                    "intact: lower --lr or --clip"
+                    f"before the update; {kept}: lower --lr or --clip"
                 )
             self.optimizer.step()
             self.step += 1
@@ -354,6 +360,7 @@ class Trainer:
         ckpt.save_files(self.run_dir, files)
         csv = "\n".join(self.metrics_rows) + "\n"
         ckpt.write_atomic(self.run_dir / ckpt.METRICS, csv.encode("utf-8"))
+        self.saved_step = self.step
 
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint, mid-epoch if it was saved there."""
@@ -369,7 +376,7 @@ class Trainer:
         self.batch_gen.set_state(last["rng.batches"])
         torch.set_rng_state(last["rng.torch"])
         self.epoch = trainer["epoch"]
-        self.step = trainer["step"]
+        self.step = self.saved_step = trainer["step"]
         best = trainer["best_valid_loss"]
         self.best_valid = math.inf if best is None else best
         self.best_epoch = trainer["best_epoch"]
