@@ -72,21 +72,32 @@ def bench_training(cells: list[str], hiddens: list[int], batches: list[int], rep
                     ours = RNNLM(V, cfg)
                     tcfg = TrainConfig(batch_size=B, num_steps=35, epochs=10**6)
                     with tempfile.TemporaryDirectory() as tmp:
-                        trainer = Trainer(ours, tcfg, ids, ids[:1000], Path(tmp), {},
-                                          progress=False, log=lambda s: None)
+                        trainer = Trainer(
+                            ours,
+                            tcfg,
+                            ids,
+                            ids[:1000],
+                            Path(tmp),
+                            {},
+                            progress=False,
+                            log=lambda s: None,
+                        )
                         guard = _NoSignals()
                         chars = bare_epoch(bare_model, bare_opt, ids, B, 35)  # warm-up
                         trainer.run_epoch(None, guard)
                         t_bare, t_ours = [], []
                         for _ in range(reps):  # interleaved: both see the same machine state
                             t_bare += median_time(
-                                lambda: bare_epoch(bare_model, bare_opt, ids, B, 35), 1)
+                                lambda: bare_epoch(bare_model, bare_opt, ids, B, 35), 1
+                            )
                             t_ours += median_time(lambda: trainer.run_epoch(None, guard), 1)
                     bare = chars / statistics.median(t_bare)
                     our = chars / statistics.median(t_ours)
                     inp = "one-hot" if embed == 0 else f"embed {embed}"
-                    print(f"| {cell} | {H} | {B} | {inp} | {bare:,.0f} | {our:,.0f} | "
-                          f"{our / bare:.2f} |")
+                    print(
+                        f"| {cell} | {H} | {B} | {inp} | {bare:,.0f} | {our:,.0f} | "
+                        f"{our / bare:.2f} |"
+                    )
     print()
 
 

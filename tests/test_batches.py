@@ -42,8 +42,9 @@ def test_random_windows_are_shuffled(ids):
 
 def test_random_offsets_vary_between_epochs(ids):
     gen = torch.Generator().manual_seed(0)
-    offsets = {min(int(X[:, 0].min()) for X, _ in random_batches(ids, B, T, gen)) % T
-               for _ in range(20)}
+    offsets = {
+        min(int(X[:, 0].min()) for X, _ in random_batches(ids, B, T, gen)) % T for _ in range(20)
+    }
     assert len(offsets) > 1
 
 
@@ -51,7 +52,7 @@ def test_sequential_rows_continue_across_minibatches(ids):
     gen = torch.Generator().manual_seed(3)
     batches = list(sequential_batches(ids, B, T, gen))
     assert len(batches) > 2
-    for (X0, _), (X1, _) in zip(batches, batches[1:]):
+    for (X0, _), (X1, _) in zip(batches, batches[1:], strict=False):
         assert torch.equal(X1[:, 0], X0[:, -1] + 1)  # row j picks up where row j stopped
     # Rows are contiguous streams of the text, one after another.
     stream_len = int(batches[0][0][1, 0] - batches[0][0][0, 0])
@@ -61,7 +62,7 @@ def test_sequential_rows_continue_across_minibatches(ids):
 def test_same_seed_same_batches(ids):
     a = [X for X, _ in random_batches(ids, B, T, torch.Generator().manual_seed(1))]
     b = [X for X, _ in random_batches(ids, B, T, torch.Generator().manual_seed(1))]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("scheme", [random_batches, sequential_batches])

@@ -20,8 +20,9 @@ def train_on_random_text(tmp_path, bidirectional: bool) -> tuple[RNNLM, torch.Te
     torch.manual_seed(0)
     model = RNNLM(V, ModelConfig(cell="gru", hidden=32, dropout=0.0, bidirectional=bidirectional))
     cfg = TrainConfig(batch_size=16, num_steps=16, sampling="random", epochs=4, lr=0.01)
-    Trainer(model, cfg, ids[:5000], ids[5000:], tmp_path, {}, progress=False,
-            log=lambda s: None).fit()
+    Trainer(
+        model, cfg, ids[:5000], ids[5000:], tmp_path, {}, progress=False, log=lambda s: None
+    ).fit()
     return model.eval(), ids[5000:5400]
 
 
@@ -55,8 +56,23 @@ def test_bidirectional_leak(tmp_path):
 def test_training_a_bidirectional_lm_warns(tmp_path, capsys):
     f = tmp_path / "t.txt"
     f.write_text("abcdefgh" * 100)
-    args = ["train", "--corpus", str(f), "--out", str(tmp_path / "r"), "--bidirectional",
-            "--hidden", "8", "--batch-size", "4", "--num-steps", "8", "--epochs", "1", "--quiet"]
+    args = [
+        "train",
+        "--corpus",
+        str(f),
+        "--out",
+        str(tmp_path / "r"),
+        "--bidirectional",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "4",
+        "--num-steps",
+        "8",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "warning: --bidirectional" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "r"), "--prefix", "abc"]) == 0

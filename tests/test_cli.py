@@ -48,8 +48,17 @@ def test_train_json_summary(tmp_path, corpus, capsys):
     out = tmp_path / "r"
     assert main(["train", "--corpus", str(corpus), "--out", str(out), "--json", *TINY]) == 0
     summary = last_json(capsys)
-    for key in ("train_loss", "train_ppl", "valid_loss", "valid_ppl", "valid_bpc", "epochs",
-                "seconds", "chars_per_sec", "run_dir"):
+    for key in (
+        "train_loss",
+        "train_ppl",
+        "valid_loss",
+        "valid_ppl",
+        "valid_bpc",
+        "epochs",
+        "seconds",
+        "chars_per_sec",
+        "run_dir",
+    ):
         assert key in summary
     assert summary["epochs"] == 2 and summary["run_dir"] == str(out)
 
@@ -77,8 +86,21 @@ def test_predict_and_json(run, capsys):
 def test_sampling_is_reproducible_with_seed(run, capsys):
     outs = []
     for seed in ("1", "1", "2"):
-        main(["predict", str(run), "--prefix", "t", "--steps", "40", "--temperature", "1.5",
-              "--seed", seed, "--json"])
+        main(
+            [
+                "predict",
+                str(run),
+                "--prefix",
+                "t",
+                "--steps",
+                "40",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+                "--json",
+            ]
+        )
         outs.append(last_json(capsys)["continuation"])
     assert outs[0] == outs[1] != outs[2]
 
@@ -93,8 +115,26 @@ def test_evaluate_default_and_other_text(run, corpus, capsys):
 
 
 def test_check_command(corpus, capsys):
-    assert main(["check", "--corpus", str(corpus), "--hidden", "8", "--batch-size", "2",
-                 "--num-steps", "5", "--cell", "lstm", "--layers", "2"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "--corpus",
+                str(corpus),
+                "--hidden",
+                "8",
+                "--batch-size",
+                "2",
+                "--num-steps",
+                "5",
+                "--cell",
+                "lstm",
+                "--layers",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "(2, 5, 15)" in out and "all zeros" in out and "check passed" in out
 
@@ -118,12 +158,20 @@ def test_installed_command_runs(run):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "rnnlab", "predict", str(run), "--prefix", "the", "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["prefix"] == "the"
-    proc = subprocess.run([sys.executable, "-m", "rnnlab", "train", "--hidden", "0"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnlab", "train", "--hidden", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -218,8 +266,21 @@ def test_usage_errors_are_one_line(capsys):
 
 def test_divergence_exits_4_and_keeps_nothing_bad(tmp_path, corpus, capsys):
     out = tmp_path / "nan"
-    code = main(["train", "--corpus", str(corpus), "--out", str(out), "--quiet", "--optimizer",
-                 "sgd", "--lr", "1e38", *TINY])
+    code = main(
+        [
+            "train",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--quiet",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e38",
+            *TINY,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 4 and len(err.splitlines()) == 1
     assert "became inf" in err or "became nan" in err
@@ -229,8 +290,106 @@ def test_divergence_exits_4_and_keeps_nothing_bad(tmp_path, corpus, capsys):
 
 def test_huge_finite_loss_prints_inf_not_a_crash(tmp_path, corpus, capsys):
     out = tmp_path / "big"
-    code = main(["train", "--corpus", str(corpus), "--out", str(out), "--json", "--optimizer",
-                 "sgd", "--lr", "1e30", *TINY])
+    code = main(
+        [
+            "train",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--json",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            *TINY,
+        ]
+    )
     assert code == 0  # the loss is around 1e30: finite, so training goes on
     summary = last_json(capsys)
     assert summary["valid_ppl"] is None and summary["valid_loss"] > 1e6  # inf -> JSON null
+
+
+def test_predict_several_prefixes_equals_one_at_a_time(run, capsys):
+    singles = []
+    for prefix in ("the c", "a", "the dog sat"):
+        main(["predict", str(run), "--prefix", prefix, "--steps", "12", "--json"])
+        singles.append(last_json(capsys))
+    main(
+        [
+            "predict",
+            str(run),
+            "--prefix",
+            "the c",
+            "--prefix",
+            "a",
+            "--prefix",
+            "the dog sat",
+            "--steps",
+            "12",
+            "--json",
+        ]
+    )
+    batched = last_json(capsys)["predictions"]
+    for one, many in zip(singles, batched, strict=True):
+        assert one["continuation"] == many["continuation"]
+        assert [n["char"] for n in one["next"]] == [n["char"] for n in many["next"]]
+        assert abs(one["next"][0]["prob"] - many["next"][0]["prob"]) < 1e-6
+
+
+def test_predict_beam_is_at_least_as_likely_as_greedy(run, capsys):
+    main(["predict", str(run), "--prefix", "the", "--steps", "15", "--json"])
+    greedy = last_json(capsys)
+    main(
+        [
+            "predict",
+            str(run),
+            "--prefix",
+            "the",
+            "--steps",
+            "15",
+            "--strategy",
+            "beam",
+            "--beam",
+            "1",
+            "--json",
+        ]
+    )
+    assert last_json(capsys)["continuation"] == greedy["continuation"]  # beam 1 is greedy
+    main(
+        [
+            "predict",
+            str(run),
+            "--prefix",
+            "the",
+            "--steps",
+            "15",
+            "--strategy",
+            "beam",
+            "--beam",
+            "8",
+            "--json",
+        ]
+    )
+    assert last_json(capsys)["log_prob"] >= greedy["log_prob"] - 1e-9
+
+
+def test_temperature_zero_is_greedy(run, capsys):
+    main(["predict", str(run), "--prefix", "the", "--steps", "15", "--json"])
+    greedy = last_json(capsys)["continuation"]
+    main(["predict", str(run), "--prefix", "the", "--steps", "15", "--temperature", "0", "--json"])
+    assert last_json(capsys)["continuation"] == greedy
+
+
+def test_score_matches_evaluate(run, capsys):
+    text = TEXT[:200]
+    assert main(["score", str(run), text, "--json"]) == 0
+    scored = last_json(capsys)
+    assert len(scored["chars"]) == 199 and scored["chars"][0]["char"] == text[1]
+    f = run.parent / "score.txt"
+    f.write_text(text)
+    main(["evaluate", str(run), "--corpus", str(f), "--json"])
+    assert abs(last_json(capsys)["bpc"] - scored["mean_bits"]) < 1e-5
+    assert main(["score", str(run), "t"]) == 2
+    assert main(["score", str(run), "th€"]) == 2
+    assert "'€'" in capsys.readouterr().err

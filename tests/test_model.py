@@ -60,7 +60,10 @@ def test_carrying_state_equals_one_long_call():
 def test_one_hot_and_embedding_inputs():
     assert RNNLM(28, ModelConfig()).embed_size == 0  # small vocabulary: one-hot, as in d2l
     assert RNNLM(28, ModelConfig(embed=16)).inputs(torch.zeros(1, 2, dtype=torch.long)).shape == (
-        1, 2, 16)
+        1,
+        2,
+        16,
+    )
     big = RNNLM(5000, ModelConfig(hidden=8))
     assert big.embed_size > 0  # Chinese-sized vocabularies are never one-hot by default
 
@@ -80,8 +83,12 @@ def test_detach_state_handles_tensor_and_pair():
 
 @pytest.mark.parametrize(
     "kwargs, flag",
-    [({"hidden": 0}, "--hidden"), ({"layers": 0}, "--layers"), ({"cell": "transformer"}, "cell"),
-     ({"dropout": 1.0}, "--dropout")],
+    [
+        ({"hidden": 0}, "--hidden"),
+        ({"layers": 0}, "--layers"),
+        ({"cell": "transformer"}, "cell"),
+        ({"dropout": 1.0}, "--dropout"),
+    ],
 )
 def test_model_config_validation(kwargs, flag):
     with pytest.raises(UsageError, match=flag):

@@ -19,8 +19,9 @@ def make_trainer(tmp_path, sampling="sequential", epochs=2, cell="gru", **train_
     ids = torch.randint(V, (1500,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     model = RNNLM(V, ModelConfig(cell=cell, hidden=16, dropout=0.0))
     cfg = TrainConfig(batch_size=4, num_steps=10, sampling=sampling, epochs=epochs, **train_kw)
-    return Trainer(model, cfg, ids[:1300], ids[1300:], tmp_path / "run", {}, progress=False,
-                   log=lambda s: None)
+    return Trainer(
+        model, cfg, ids[:1300], ids[1300:], tmp_path / "run", {}, progress=False, log=lambda s: None
+    )
 
 
 def spy_on_states(model):
@@ -31,8 +32,9 @@ def spy_on_states(model):
     def forward(X, state=None):
         if model.training:
             states = state if isinstance(state, tuple) else (state,)
-            seen.append((all(not s.any() for s in states),
-                         any(s.grad_fn is not None for s in states)))
+            seen.append(
+                (all(not s.any() for s in states), any(s.grad_fn is not None for s in states))
+            )
         return original(X, state)
 
     model.forward = forward
@@ -78,9 +80,16 @@ def test_loss_decreases(tmp_path):
     ids = torch.tensor([i % 7 for i in range(2000)], dtype=torch.uint8)
     torch.manual_seed(0)
     model = RNNLM(7, ModelConfig(hidden=32, dropout=0.0))
-    trainer = Trainer(model, TrainConfig(batch_size=8, num_steps=16, epochs=3, lr=0.01),
-                      ids[:1800], ids[1800:], tmp_path / "r", {}, progress=False,
-                      log=lambda s: None)
+    trainer = Trainer(
+        model,
+        TrainConfig(batch_size=8, num_steps=16, epochs=3, lr=0.01),
+        ids[:1800],
+        ids[1800:],
+        tmp_path / "r",
+        {},
+        progress=False,
+        log=lambda s: None,
+    )
     result = trainer.fit()
     assert result.valid.ppl < 1.5 < trainer.history[0].train.ppl
 
@@ -96,7 +105,9 @@ def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path
     with pytest.raises(NumericalError, match=r"step \d+ .*intact.*--lr"):
         trainer.fit()
     after = list(trainer.model.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(after[:-1], before[:-1]))  # no step taken
+    assert all(
+        torch.equal(a, b) for a, b in zip(after[:-1], before[:-1], strict=True)
+    )  # no step taken
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == saved
 
 
@@ -116,7 +127,7 @@ def test_resume_continues_exactly(tmp_path):
     resumed.resume()
     resumed.fit()
     assert resumed.history[-1].valid == straight.history[-1].valid
-    for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(p, q)
 
     def rows(run):  # metrics.csv without the timing columns (seconds, chars_per_sec)

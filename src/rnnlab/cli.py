@@ -19,8 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rnnlab import seq2seq_cli
 from rnnlab.batches import check_length, make_batches
 from rnnlab.corpus import DataConfig
+from rnnlab.decoding import score_text
 from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, predict
 from rnnlab.metrics import evaluate, perplexity
@@ -57,8 +59,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
             continue
         base = str(f.type).split("|")[0].strip()
         if base == "bool":
-            group.add_argument(_flag(f.name), dest=f.name, action="store_true",
-                               default=argparse.SUPPRESS, help=f.metadata.get("help"))
+            group.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata.get("help"),
+            )
             continue
         kwargs: dict[str, Any] = {"type": _TYPES[base], "default": argparse.SUPPRESS}
         if "choices" in f.metadata:
@@ -71,7 +78,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
 
 def config_from(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
     """Build `cls` from the flags given on the command line, on top of `base` or the defaults."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)
@@ -95,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: torch's choice); use 1 per process when running several",
     )
 
-    p = sub.add_parser("train", parents=[common], help="train a language model and save it to a run directory")
+    p = sub.add_parser(
+        "train", parents=[common], help="train a language model and save it to a run directory"
+    )
     add_config_args(p, DataConfig)
     add_config_args(p, ModelConfig)
     add_config_args(p, TrainConfig)
@@ -105,39 +116,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
-    p = sub.add_parser("check", parents=[common], help="one untrained forward pass: shapes, zero state, loss ~ ln|V|")
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="one untrained forward pass: shapes, zero state, loss ~ ln|V|",
+    )
     add_config_args(p, DataConfig)
     add_config_args(p, ModelConfig)
     add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
 
     p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
     p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
-    p.add_argument("--prefix", required=True, help="text to start from")
+    p.add_argument(
+        "--prefix",
+        required=True,
+        action="append",
+        help="text to start from; repeat to continue several prefixes at once (batched)",
+    )
     add_config_args(p, GenerateConfig)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
-    p = sub.add_parser("evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text")
+    p = sub.add_parser("score", parents=[common], help="per-character surprisal (bits) of a text")
+    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    p.add_argument("text", help="the text to score (at least two characters)")
+    p.add_argument("--show", type=int, default=10, help="list the N most surprising characters")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text"
+    )
     p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     p = sub.add_parser("demo", help="worked examples: the SRN by hand, gradient flow through time")
     demos = p.add_subparsers(dest="demo", required=True, parser_class=_Parser)
-    d = demos.add_parser("srn", parents=[common], help="the course's SRN example: numpy, nn.RNNCell, nn.RNN")
+    d = demos.add_parser(
+        "srn", parents=[common], help="the course's SRN example: numpy, nn.RNNCell, nn.RNN"
+    )
     d.add_argument("--activation", choices=("identity", "tanh"), default="identity")
-    d = demos.add_parser("bptt", parents=[common], help="||dL/dh_t|| against distance for trained RNN/GRU/LSTM")
+    d = demos.add_parser(
+        "bptt", parents=[common], help="||dL/dh_t|| against distance for trained RNN/GRU/LSTM"
+    )
     d.add_argument("--cells", default="rnn,gru,lstm", help="comma-separated cells")
     d.add_argument("--seconds", type=float, default=20.0, help="training time per cell")
     d.add_argument("--hidden", type=int, default=128)
     d.add_argument("--num-steps", type=int, default=64, help="window length (T)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--plot", help="also write the curves to this PNG file")
+
+    seq2seq_cli.add_parser(sub)
     return parser
 
 
 def json_line(obj: dict[str, Any]) -> str:
     """One line of strict JSON: inf/nan (a diverged model) become null, which JSON can hold."""
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    clean = {
+        k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()
+    }
     return json.dumps(clean, ensure_ascii=False)
 
 
@@ -253,8 +289,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ModelConfig(cell=c)  # validates the name
     if args.num_steps < 2 or args.hidden < 1 or not args.seconds > 0:
         raise UsageError("demo bptt needs --num-steps >= 2, --hidden >= 1 and --seconds > 0")
-    text, _ = demos.bptt_demo(cells, args.seconds, args.hidden, args.num_steps, args.seed,
-                              args.plot)
+    text, _ = demos.bptt_demo(
+        cells, args.seconds, args.hidden, args.num_steps, args.seed, args.plot
+    )
     print(text)
     return 0
 
@@ -267,20 +304,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     torch.manual_seed(train_cfg.seed)
     model = RNNLM(len(data.vocab), model_cfg)
     gen = torch.Generator().manual_seed(train_cfg.seed)
-    X, Y = next(make_batches(data.train_ids, train_cfg.batch_size, train_cfg.num_steps,
-                             train_cfg.sampling, gen))  # (B, T)
+    X, Y = next(
+        make_batches(
+            data.train_ids, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling, gen
+        )
+    )  # (B, T)
     result = forward_check(model, X, Y)
     B, T, V = X.shape[0], X.shape[1], len(data.vocab)
     print(f"corpus {data_cfg.corpus}: vocabulary |V| = {V}, {len(data.train_ids):,} train chars")
-    print(f"model  {model_cfg.cell} x{model_cfg.layers}, hidden {model_cfg.hidden}, "
-          f"input {'one-hot' if model.embed_size == 0 else f'embedding {model.embed_size}'}")
+    print(
+        f"model  {model_cfg.cell} x{model_cfg.layers}, hidden {model_cfg.hidden}, "
+        f"input {'one-hot' if model.embed_size == 0 else f'embedding {model.embed_size}'}"
+    )
     print(f"input X          {tuple(X.shape)}  (B, T) = ({B}, {T})")
     print(f"inputs to RNN    {result['input_shape']}  (B, T, E)")
     print(f"logits           {result['logits_shape']}  (B, T, V)")
     print(f"state            {result['state_shape']}  (L, B, H)")
     print(f"initial state    {'all zeros' if result['zero_state'] else 'NOT ZERO'}")
-    print(f"initial loss     {result['loss']:.4f}  vs ln|V| = {math.log(V):.4f} "
-          f"(difference {result['loss'] - math.log(V):+.4f}, allowed 0.2)")
+    print(
+        f"initial loss     {result['loss']:.4f}  vs ln|V| = {math.log(V):.4f} "
+        f"(difference {result['loss'] - math.log(V):+.4f}, allowed 0.2)"
+    )
     ok = result["ok"]
     print("check passed" if ok else "check FAILED")
     return 0 if ok else 1
@@ -321,21 +365,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     if run.model_config.bidirectional:
         print(BIDIRECTIONAL_WARNING, file=sys.stderr)
-    pred = predict(run.model, run.vocab, args.prefix, gen_cfg)
+    preds = predict(run.model, run.vocab, args.prefix, gen_cfg)
     if args.json:
-        print(json.dumps({
-            "prefix": pred.prefix,
-            "next": [{"char": c, "prob": p} for c, p in pred.next],
-            "continuation": pred.continuation,
-        }, ensure_ascii=False))
+        results = [
+            {
+                "prefix": pred.prefix,
+                "next": [{"char": c, "prob": p} for c, p in pred.next],
+                "continuation": pred.continuation,
+                "log_prob": pred.log_prob,
+            }
+            for pred in preds
+        ]
+        print(json_line(results[0] if len(results) == 1 else {"predictions": results}))
         return 0
-    print(f"prefix: {pred.prefix!r}")
-    print("next character:")
-    for c, p in pred.next:
-        print(f"  {c!r:8} {p:.4f}")
-    if gen_cfg.steps:
-        print(f"continuation ({gen_cfg.steps} steps): {pred.continuation!r}")
-        print(pred.prefix + pred.continuation)
+    strategy = gen_cfg.decode_config().strategy
+    for pred in preds:
+        print(f"prefix: {pred.prefix!r}")
+        print("next character:")
+        for c, p in pred.next:
+            print(f"  {c!r:8} {p:.4f}")
+        if gen_cfg.steps:
+            print(f"continuation ({gen_cfg.steps} steps, {strategy}): {pred.continuation!r}")
+            print(pred.prefix + pred.continuation)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if args.show < 0:
+        raise UsageError(f"--show must be 0 or more, got {args.show}")
+    run = load_run(args.run)
+    scores = score_text(run.model, run.vocab, args.text)
+    mean = sum(b for _, b in scores) / len(scores)
+    if args.json:
+        chars = [{"char": c, "bits": b} for c, b in scores]
+        print(json_line({"text": args.text, "chars": chars, "mean_bits": mean}))
+        return 0
+    print(f"{len(scores)} characters scored (the first is context only): mean {mean:.3f} bits/char")
+    worst = sorted(range(len(scores)), key=lambda i: -scores[i][1])[: args.show]
+    for i in sorted(worst):
+        c, b = scores[i]
+        context = args.text[max(0, i - 12) : i + 1]
+        print(f"  {b:6.2f} bits  {c!r:6} after {context!r}")
     return 0
 
 
@@ -361,8 +431,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
     else:
-        print(f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
-              f"{m.bpc:.3f} bits/char over {m.chars:,} characters")
+        print(
+            f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
+            f"{m.bpc:.3f} bits/char over {m.chars:,} characters"
+        )
     return 0
 
 
@@ -372,6 +444,8 @@ COMMANDS = {
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
     "demo": cmd_demo,
+    "score": cmd_score,
+    "seq2seq": seq2seq_cli.run,
 }
 
 

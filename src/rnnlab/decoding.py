@@ -156,7 +156,9 @@ def concat_states(states: Sequence[State]) -> State:
 
 
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.double(), dim=-1)  # (B, V) float64
+    logp = F.log_softmax(logits.double(), dim=-1)  # (B, V) float64
+    # A row of all -inf (a step function that allows nothing) gives NaN; NaN would win `topk`.
+    return logp.masked_fill(logp.isnan(), -math.inf)
 
 
 # -- logit filters and one-step choice ------------------------------------------------------------
@@ -408,7 +410,8 @@ def lm_step_fn(model: RNNLM) -> StepFn:
     return step
 
 
-def _encode_known(vocab: Vocab, text: str, what: str) -> torch.Tensor:
+def encode_known(vocab: Vocab, text: str, what: str) -> torch.Tensor:
+    """Ids (N,) int64 of `text`, refusing characters the model has never seen."""
     unknown = vocab.unknown_chars(text)
     if unknown:
         listed = " ".join(repr(c) for c in unknown)
@@ -435,7 +438,7 @@ def lm_start(model: RNNLM, vocab: Vocab, prefixes: Sequence[str]) -> tuple[torch
     for i, p in enumerate(prefixes):
         if not p:
             raise UsageError(f"prefix {i + 1} is empty: give at least one character")
-        encoded.append(_encode_known(vocab, p, f"prefix {p!r}"))
+        encoded.append(encode_known(vocab, p, f"prefix {p!r}"))
     start_ids = torch.stack([e[-1] for e in encoded])  # (B,)
     by_len: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):
@@ -446,7 +449,7 @@ def lm_start(model: RNNLM, vocab: Vocab, prefixes: Sequence[str]) -> tuple[torch
         state = model.begin_state(len(idx))
         if n > 1:
             X = torch.stack([encoded[i][:-1] for i in idx])  # (b, n-1)
-            _, state = model(X, state)
+            _, state = model.read(X, state)  # streamed: a long prefix costs time, not memory
         rows += idx
         states.append(state)
     state = concat_states(states)
@@ -487,7 +490,7 @@ def score_text(model: RNNLM, vocab: Vocab, text: str) -> list[tuple[str, float]]
     """
     if len(text) < 2:
         raise UsageError("text to score needs at least two characters (the first is only context)")
-    ids = _encode_known(vocab, text, "text")
+    ids = encode_known(vocab, text, "text")
     was_training = model.training
     model.eval()
     try:

@@ -171,15 +171,25 @@ def bptt_demo(
         model = RNNLM(len(data.vocab), ModelConfig(cell=cell, hidden=hidden, dropout=0.0))
         cfg = TrainConfig(num_steps=num_steps, epochs=1000, max_time=seconds, seed=seed)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(model, cfg, data.train_ids, data.valid_ids, Path(tmp), {},
-                              progress=False, log=lambda s: None)
+            trainer = Trainer(
+                model,
+                cfg,
+                data.train_ids,
+                data.valid_ids,
+                Path(tmp),
+                {},
+                progress=False,
+                log=lambda s: None,
+            )
             ppl[cell] = trainer.fit().valid.ppl
         curves[cell] = hidden_grad_norms(model, X, Y).tolist()
     distances = [d for d in (1, 2, 4, 8, 16, 32, 48, 63, 127) if d < num_steps]
     header = ["k steps back"] + [f"{c} (ppl {ppl[c]:.2f})" for c in cells]
     rows = [[str(d)] + [f"{curves[c][d - 1]:.2e}" for c in cells] for d in distances]
-    rows.append([f"ratio {distances[-1]}/1"] +
-                [f"{curves[c][distances[-1] - 1] / curves[c][0]:.1e}" for c in cells])
+    rows.append(
+        [f"ratio {distances[-1]}/1"]
+        + [f"{curves[c][distances[-1] - 1] / curves[c][0]:.1e}" for c in cells]
+    )
     lines = [
         f"||dL/dh_(T-k)|| for the loss of one prediction, mean over 32 held-out windows of "
         f"{num_steps} characters;",

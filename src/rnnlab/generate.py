@@ -1,19 +1,32 @@
 """Prediction from a prefix: warm the state up once, then one character per model step.
 
-The prefix goes through the model in a single call from a zero state; each new character is then
-fed back alone with the carried state, so producing K characters costs K single steps, never a
-re-run of the growing prefix (d2l 9.5 `predict`).
+The prefix goes through the model once from a zero state; each new character is then fed back
+alone with the carried state, so producing K characters costs K single steps, never a re-run of
+the growing prefix (d2l 9.5 `predict`). The strategies themselves live in `rnnlab.decoding`,
+shared with the seq2seq decoder.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from rnnlab.decoding import (
+    STRATEGIES,
+    DecodeConfig,
+    check_beam,
+    check_length_norm,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    decode,
+    lm_start,
+    lm_step_fn,
+)
 from rnnlab.errors import UsageError
-from rnnlab.model import RNNLM, State
+from rnnlab.model import RNNLM
 from rnnlab.vocab import Vocab
 
 MAX_STEPS = 1_000_000
@@ -21,15 +34,32 @@ MAX_STEPS = 1_000_000
 
 @dataclass
 class GenerateConfig:
-    """How to continue a prefix; temperature 0 is greedy (the most likely character each step)."""
+    """How to continue a prefix: greedy unless a sampling flag or --strategy says otherwise."""
 
     steps: int = field(default=0, metadata={"help": "characters to generate after the prefix (K)"})
     top_k: int = field(default=5, metadata={"help": "how many next-character candidates to list"})
-    temperature: float = field(
-        default=0.0, metadata={"help": "0: greedy; > 0: sample from softmax(logits / T)"}
+    strategy: str | None = field(
+        default=None,
+        metadata={
+            "help": "greedy: the most likely character; sample: draw from the distribution; "
+            "beam: keep the --beam most likely continuations",
+            "choices": STRATEGIES,
+        },
+    )
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "sampling temperature, softmax(logits / T); 0 means greedy (default 1)"},
     )
     sample_top_k: int = field(
-        default=0, metadata={"help": "when sampling, draw only from the N most likely (0: all)"}
+        default=0, metadata={"help": "sample only from the N most likely characters (0: all)"}
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "sample only from the smallest set whose probability reaches P"},
+    )
+    beam: int = field(default=5, metadata={"help": "beam width for --strategy beam"})
+    length_norm: float = field(
+        default=0.0, metadata={"help": "beam: rank by log-likelihood / length**A"}
     )
     seed: int = field(default=0, metadata={"help": "seed for sampling"})
 
@@ -38,12 +68,35 @@ class GenerateConfig:
             raise UsageError(f"--steps must be between 0 and {MAX_STEPS:,}, got {self.steps}")
         if self.top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {self.top_k}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+        if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UsageError(
-                f"--temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}"
+                f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}"
             )
+        if self.temperature is not None:
+            check_temperature(self.temperature)
         if self.sample_top_k < 0:
             raise UsageError(f"--sample-top-k must be 0 (all) or more, got {self.sample_top_k}")
+        check_top_k(self.sample_top_k)
+        check_top_p(self.top_p)
+        check_beam(self.beam)
+        check_length_norm(self.length_norm)
+
+    def decode_config(self) -> DecodeConfig:
+        """The decoding strategy these flags ask for (temperature 0 is greedy)."""
+        sampling_asked = bool(self.temperature) or self.sample_top_k > 0 or self.top_p < 1
+        strategy = self.strategy or ("sample" if sampling_asked else "greedy")
+        temperature = 1.0 if self.temperature is None else self.temperature
+        if strategy == "sample" and temperature == 0:
+            strategy = "greedy"
+        return DecodeConfig(
+            strategy=strategy,
+            beam=self.beam,
+            length_norm=self.length_norm,
+            temperature=temperature if temperature > 0 else 1.0,
+            top_k=self.sample_top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -51,59 +104,38 @@ class Prediction:
     prefix: str
     next: list[tuple[str, float]]  # the top-k next characters and their probabilities
     continuation: str
-
-
-def encode_prefix(vocab: Vocab, prefix: str) -> torch.Tensor:
-    """The prefix as (1, P) ids, refusing characters the model has never seen."""
-    if not prefix:
-        raise UsageError("the prefix is empty: give at least one character with --prefix")
-    unknown = vocab.unknown_chars(prefix)
-    if unknown:
-        listed = " ".join(repr(c) for c in unknown)
-        raise UsageError(
-            f"prefix has characters not in the model's vocabulary: {listed}; "
-            "use only characters from the training text"
-        )
-    return vocab.encode(prefix).long().unsqueeze(0)  # (1, P)
+    log_prob: float  # log-likelihood of the continuation given the prefix (nats)
 
 
 @torch.no_grad()
-def warm_up(model: RNNLM, X: torch.Tensor) -> tuple[torch.Tensor, State]:
-    """Run the prefix once from a zero state: logits after its last character, and the state.
+def predict(
+    model: RNNLM, vocab: Vocab, prefixes: Sequence[str], config: GenerateConfig
+) -> list[Prediction]:
+    """Next-character distribution and K-step continuation of several prefixes at once.
 
-    The prefix streams through in chunks, so a very long one costs time, not memory.
+    Each prefix but its last character warms up its own row of the state (streamed, once); the
+    last character is the first input of decoding, and its step gives the next-character
+    distribution.
     """
-    return model.read(X)  # (B, V), state
-
-
-def choose(logits: torch.Tensor, config: GenerateConfig, gen: torch.Generator) -> torch.Tensor:
-    """Pick the next id for each row of (B, V) logits: greedy, or sampled with temperature/top-k."""
-    if config.temperature == 0:
-        return logits.argmax(dim=-1)  # (B,)
-    scaled = logits / config.temperature
-    if config.sample_top_k:
-        kth = scaled.topk(min(config.sample_top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -math.inf)
-    probs = torch.softmax(scaled.double(), dim=-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)  # (B,)
-
-
-@torch.no_grad()
-def predict(model: RNNLM, vocab: Vocab, prefix: str, config: GenerateConfig) -> Prediction:
-    """The top-k next characters after `prefix`, and K further characters fed back one by one."""
+    for p in prefixes:
+        if not p:
+            raise UsageError("the prefix is empty: give at least one character with --prefix")
     model.eval()
-    X = encode_prefix(vocab, prefix)  # (1, P)
-    logits, state = warm_up(model, X)  # (1, V)
-    probs = torch.softmax(logits[0].double(), dim=-1)  # (V,)
-    top = probs.topk(min(config.top_k, len(vocab)))
-    next_chars = [
-        (vocab.idx_to_token[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())
+    start_ids, state = lm_start(model, vocab, prefixes)  # (B,), state after prefix[:-1]
+    step = lm_step_fn(model)
+    logits, _ = step(start_ids, state)  # (B, V): the distribution after the whole prefix
+    probs = torch.softmax(logits.double(), dim=-1)
+    top = probs.topk(min(config.top_k, len(vocab)), dim=-1)
+    hyps = decode(step, state, start_ids, config.steps, None, config.decode_config())
+    return [
+        Prediction(
+            prefix=prefix,
+            next=[
+                (vocab.idx_to_token[i], p)
+                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            ],
+            continuation=vocab.decode(hyp.ids),
+            log_prob=hyp.log_prob,
+        )
+        for row, (prefix, hyp) in enumerate(zip(prefixes, hyps, strict=True))
     ]
-    gen = torch.Generator().manual_seed(config.seed)
-    out: list[int] = []
-    for _ in range(config.steps):
-        Y = choose(logits, config, gen)  # (1,)
-        out.append(int(Y))
-        step_logits, state = model(Y.unsqueeze(1), state)  # (1, 1, V)
-        logits = step_logits[:, -1]
-    return Prediction(prefix=prefix, next=next_chars, continuation=vocab.decode(out))

@@ -47,8 +47,10 @@ class ModelConfig:
     )
     bidirectional: bool = field(
         default=False,
-        metadata={"help": "run a second recurrent pass backwards in time (leaks the future: "
-                  "a language model trained this way cannot generate)"},
+        metadata={
+            "help": "run a second recurrent pass backwards in time (leaks the future: "
+            "a language model trained this way cannot generate)"
+        },
     )
     impl: str = field(
         default="torch",

@@ -1,0 +1,282 @@
+"""`rnnlab seq2seq train|translate|evaluate`: flags into configs, then the library, nothing more.
+
+`rnnlab.cli` hooks this in with `add_parser(sub)` and dispatches the `seq2seq` command to `run`.
+`main` builds the same command line on its own (for tests and `python -m rnnlab.seq2seq_cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.decoding import DecodeConfig
+from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.model import count_parameters
+from rnnlab.pairs import PairsConfig, load_pairs, prepare_pairs
+from rnnlab.seq2seq import (
+    Seq2Seq,
+    Seq2SeqConfig,
+    Seq2SeqTrainConfig,
+    Seq2SeqTrainer,
+    beam_vs_greedy,
+    claim_run_dir,
+    default_run_dir,
+    evaluate_pairs,
+    load_seq2seq,
+    run_config,
+    translate,
+)
+
+SHOW_DEFAULT = 5
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice); use 1 per process when running several",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    from rnnlab.cli import add_config_args  # lazy: rnnlab.cli imports this module
+
+    add_config_args(p, DecodeConfig)
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=0,
+        help="most characters to write per word (default 0: twice the longest source + 10)",
+    )
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `seq2seq` with its train/translate/evaluate subcommands to a subparsers action."""
+    from rnnlab.cli import add_config_args  # lazy: rnnlab.cli imports this module
+
+    parser = subparsers.add_parser(
+        "seq2seq", help="character encoder-decoder: train on word pairs, translate, evaluate"
+    )
+    sub = parser.add_subparsers(dest="seq2seq_command", required=True, parser_class=type(parser))
+
+    p = sub.add_parser("train", help="train an encoder-decoder on pairs and save a run directory")
+    add_config_args(p, PairsConfig)
+    add_config_args(p, Seq2SeqConfig)
+    add_config_args(p, Seq2SeqTrainConfig)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/seq2seq-PAIRS-CELL-TIME)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    _add_common_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+    p = sub.add_parser("translate", help="translate words with a trained encoder-decoder")
+    p.add_argument("run", type=Path, help="run directory written by `rnnlab seq2seq train`")
+    p.add_argument("words", nargs="+", help="source words (quote those with spaces)")
+    _add_decode_args(p)
+    _add_common_args(p)
+
+    p = sub.add_parser(
+        "evaluate", help="exact match and character error rate on held-out (or given) pairs"
+    )
+    p.add_argument("run", type=Path, help="run directory written by `rnnlab seq2seq train`")
+    add_config_args(p, PairsConfig, only=("pairs", "num_pairs", "data_seed"))
+    _add_decode_args(p)
+    p.add_argument(
+        "--show", type=int, default=SHOW_DEFAULT, help="wrong outputs to list (default: 5)"
+    )
+    _add_common_args(p)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`rnnlab` with only the seq2seq command, exactly as `rnnlab.cli` will offer it."""
+    parser = _Parser(prog="rnnlab", description="Character encoder-decoder.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_parser(sub)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.cli import config_from
+
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    log = (lambda s: None) if args.quiet or args.json else print
+    pairs_cfg = config_from(PairsConfig, args)
+    model_cfg = config_from(Seq2SeqConfig, args)
+    train_cfg = config_from(Seq2SeqTrainConfig, args)
+    data = prepare_pairs(pairs_cfg)
+    run_dir = args.out or default_run_dir(pairs_cfg, model_cfg)
+    claim_run_dir(run_dir, force=args.force)
+
+    torch.manual_seed(train_cfg.seed)
+    model = Seq2Seq(len(data.vocab), model_cfg)
+    config = run_config(pairs_cfg, model_cfg, train_cfg, data)
+    trainer = Seq2SeqTrainer(model, data, train_cfg, run_dir, config, progress, log)
+    split = "held-out" if data.heldout else "train (no held-out set: this measures memorisation)"
+    log(
+        f"training a {model_cfg.cell.upper()} encoder-decoder ({count_parameters(model):,} "
+        f"parameters, vocabulary {len(data.vocab)}) on {pairs_cfg.pairs}: {len(data.train):,} "
+        f"train / {len(data.heldout):,} held-out pairs -> {run_dir}"
+    )
+    start = time.perf_counter()
+    last = trainer.fit()
+    seconds = time.perf_counter() - start
+    summary = {
+        "train_loss": last.train_loss,
+        "eval_split": "heldout" if data.heldout else "train",
+        "eval_pairs": last.eval.pairs,
+        "exact": last.eval.exact,
+        "cer": last.eval.cer,
+        "eval_loss": last.eval.loss,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "train_pairs": len(data.train),
+        "heldout_pairs": len(data.heldout),
+        "seconds": round(seconds, 3),
+        "run_dir": str(run_dir),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"done: {split} exact match {last.eval.exact:.1%}, CER {last.eval.cer:.4f} on "
+            f"{last.eval.pairs:,} pairs after {trainer.epoch} epochs, {seconds:.0f} s; "
+            f"saved to {run_dir}"
+        )
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnlab.cli import config_from
+
+    decode_cfg = config_from(DecodeConfig, args)  # validate flags before touching the checkpoint
+    if args.max_len < 0:
+        raise UsageError(f"--max-len must be 0 (auto) or more, got {args.max_len}")
+    run = load_seq2seq(args.run)
+    out = translate(run.model, run.vocab, args.words, decode_cfg, args.max_len, run.max_target_len)
+    if args.json:
+        rows = [
+            {"source": t.source, "output": t.output, "log_prob": t.log_prob, "ended": t.ended}
+            for t in out
+        ]
+        summary = {"strategy": decode_cfg.strategy, "translations": rows}
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    for t in out:
+        cut = "" if t.ended else "  (cut at --max-len)"
+        print(f"{t.source} -> {t.output}  (log p {t.log_prob:.4f}){cut}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnlab.cli import config_from
+
+    decode_cfg = config_from(DecodeConfig, args)
+    if args.max_len < 0:
+        raise UsageError(f"--max-len must be 0 (auto) or more, got {args.max_len}")
+    if args.show < 0:
+        raise UsageError(f"--show must be 0 or more, got {args.show}")
+    given = [f for f in ("pairs", "num_pairs", "data_seed") if hasattr(args, f)]
+    run = load_seq2seq(args.run)
+    if "pairs" in given:
+        cfg = PairsConfig(
+            pairs=args.pairs,
+            num_pairs=getattr(args, "num_pairs", run.pairs.num_pairs),
+            data_seed=getattr(args, "data_seed", run.pairs.data_seed),
+        )
+        pairs = load_pairs(cfg)
+        split, what = "given", f"{args.pairs} (all {len(pairs):,} pairs; may overlap training)"
+    elif given:
+        raise UsageError("--num-pairs and --data-seed choose generated pairs: give --pairs too")
+    elif run.heldout:
+        pairs, split = run.heldout, "heldout"
+        what = f"{run.pairs.pairs} held-out split ({len(pairs):,} pairs never trained on)"
+    else:
+        pairs, split = prepare_pairs(run.pairs).train, "train"
+        what = (
+            f"{run.pairs.pairs} training pairs ({len(pairs):,}; memorisation, not generalisation)"
+        )
+    result = evaluate_pairs(
+        run.model, run.vocab, pairs, decode_cfg, args.max_len, run.max_target_len
+    )
+    summary: dict[str, Any] = {"split": split, "strategy": decode_cfg.strategy, **result.to_dict()}
+    if decode_cfg.strategy == "beam":
+        summary["beam_vs_greedy"] = beam_vs_greedy(
+            run.model,
+            run.vocab,
+            pairs,
+            decode_cfg.beam,
+            decode_cfg.length_norm,
+            run.max_target_len,
+        )
+    wrong = [
+        {"source": s, "target": t, "output": o}
+        for (s, t), o in zip(pairs, result.texts, strict=True)
+        if o != t
+    ]
+    summary["wrong_examples"] = wrong[: args.show]
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    print(
+        f"{what}, {decode_cfg.strategy} decoding: exact match {result.exact:.2%}, "
+        f"CER {result.cer:.4f}, loss {result.loss:.4f} nats/symbol, "
+        f"mean output log-likelihood {result.mean_log_prob:.4f}"
+    )
+    if "beam_vs_greedy" in summary:
+        c = summary["beam_vs_greedy"]
+        print(
+            f"beam {c['beam']} vs greedy, mean log-likelihood of the output: "
+            f"{c['beam_mean_log_prob']:.4f} vs {c['greedy_mean_log_prob']:.4f} "
+            f"(same output on {c['same_output']} pairs; where they differ, beam is higher on "
+            f"{c['beam_higher']} and lower on {c['beam_lower']})"
+        )
+    for w in wrong[: args.show]:
+        print(f"  {w['source']!r}: wrote {w['output']!r}, expected {w['target']!r}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the `seq2seq` subcommand parsed by a parser that `add_parser` extended."""
+    return COMMANDS[args.seq2seq_command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.threads < 0:  # `rnnlab.cli.main` does the same for every command
+            raise UsageError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return run(args)
+    except RnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
