@@ -147,3 +147,16 @@ def test_data_config_validation():
         DataConfig(valid_fraction=1.5)
     with pytest.raises(UsageError, match="unknown encoding"):
         DataConfig(encoding="klingon")
+
+
+def test_shipped_corpora_match_their_provenance_checksums():
+    import hashlib
+    import re
+    from importlib import resources
+
+    data = resources.files("rnnlab").joinpath("data")
+    readme = data.joinpath("README.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"\| `([a-z]+\.txt)` \|.*\| `([0-9a-f]{64})` \|", readme))
+    assert set(listed) == {"timemachine.txt", "tinyshakespeare.txt", "songci.txt", "pinyin.txt"}
+    for name, digest in listed.items():
+        assert hashlib.sha256(data.joinpath(name).read_bytes()).hexdigest() == digest
