@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rnnlab import checkpoint as ckpt
+from rnnlab.cli import main
 from rnnlab.decoding import DecodeConfig, greedy
 from rnnlab.errors import UsageError
 from rnnlab.pairs import ANTONYM_PAIRS, COURSE_PAIRS, Batch, PairVocab, make_batch
@@ -28,7 +29,6 @@ from rnnlab.seq2seq import (
     translate,
     translate_batch,
 )
-from rnnlab.seq2seq_cli import main
 
 PAIRS = ANTONYM_PAIRS[:24]
 
@@ -315,7 +315,7 @@ def test_bad_flags_exit_2(course_run, capsys, argv, message):
 
 def test_the_module_runs_as_a_command(course_run):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "rnnlab.seq2seq_cli", "seq2seq", "translate", str(course_run)]
+    cmd = [sys.executable, "-m", "rnnlab", "seq2seq", "translate", str(course_run)]
     ok = subprocess.run([*cmd, "king", "--json"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0
     assert json.loads(ok.stdout.splitlines()[-1])["translations"][0]["output"] == "queen"
@@ -323,22 +323,9 @@ def test_the_module_runs_as_a_command(course_run):
     assert bad.returncode == 2 and "not in the model's vocabulary: 'K' 'I' 'N' 'G'" in bad.stderr
 
 
-def test_add_parser_plugs_into_the_rnnlab_command(course_run, capsys, monkeypatch):
-    import argparse
+def test_seq2seq_is_a_command_of_rnnlab(course_run, capsys):
+    from rnnlab import cli
 
-    from rnnlab import cli, seq2seq_cli
-
-    if "seq2seq" not in cli.COMMANDS:  # until rnnlab.cli hooks the command in, do it here
-        build = cli.build_parser
-
-        def build_with_seq2seq():
-            parser = build()
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            seq2seq_cli.add_parser(sub)
-            return parser
-
-        monkeypatch.setattr(cli, "build_parser", build_with_seq2seq)
-        monkeypatch.setitem(cli.COMMANDS, "seq2seq", seq2seq_cli.run)
     assert cli.main(["seq2seq", "translate", str(course_run), "up", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["translations"][0]["output"] == "down"

@@ -10,14 +10,13 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rnnlab.decoding import DecodeConfig
-from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.errors import UsageError
 from rnnlab.model import count_parameters
 from rnnlab.pairs import PairsConfig, load_pairs, prepare_pairs
 from rnnlab.seq2seq import (
@@ -35,13 +34,6 @@ from rnnlab.seq2seq import (
 )
 
 SHOW_DEFAULT = 5
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line (and exit 2), not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -100,14 +92,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--show", type=int, default=SHOW_DEFAULT, help="wrong outputs to list (default: 5)"
     )
     _add_common_args(p)
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """`rnnlab` with only the seq2seq command, exactly as `rnnlab.cli` will offer it."""
-    parser = _Parser(prog="rnnlab", description="Character encoder-decoder.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add_parser(sub)
     return parser
 
 
@@ -260,23 +244,3 @@ COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_eval
 def run(args: argparse.Namespace) -> int:
     """Run the `seq2seq` subcommand parsed by a parser that `add_parser` extended."""
     return COMMANDS[args.seq2seq_command](args)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.threads < 0:  # `rnnlab.cli.main` does the same for every command
-            raise UsageError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        return run(args)
-    except RnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
