@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.cli import main
+from rnnlab.runs import load_run
 
 TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
 TINY = ["--hidden", "16", "--batch-size", "4", "--num-steps", "8", "--epochs", "2"]
@@ -36,12 +38,13 @@ def last_json(capsys) -> dict:
 
 def test_train_writes_a_complete_run(run):
     names = {p.name for p in run.iterdir()}
-    assert {"model.safetensors", "config.json", "metrics.csv", "manifest.json"} <= names
+    assert {"checkpoints", "config.json", "metrics.csv", "steps.csv", "manifest.json"} <= names
+    assert (load_run(run).checkpoint / "model.safetensors").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["vocab"][0] == "<unk>" and config["torch_version"]
     assert config["model"]["hidden"] == 16 and config["train"]["num_steps"] == 8
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
-    assert not any(n.endswith(".tmp") for n in names)
+    assert not any(p.name.endswith(".tmp") for p in run.rglob("*"))
 
 
 def test_train_json_summary(tmp_path, corpus, capsys):
@@ -143,10 +146,11 @@ def test_existing_run_is_refused_then_forced_then_resumed(tmp_path, corpus, caps
     out = tmp_path / "r"
     args = ["train", "--corpus", str(corpus), "--out", str(out), "--quiet", *TINY]
     assert main(args) == 0
-    before = (out / "model.safetensors").read_bytes()
+    best = load_run(out).checkpoint / "model.safetensors"
+    before = best.read_bytes()
     assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
-    assert (out / "model.safetensors").read_bytes() == before  # nothing lost
+    assert best.read_bytes() == before  # nothing lost
     assert main([*args, "--force"]) == 0
     assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--json"]) == 0
     assert last_json(capsys)["epochs"] == 3
@@ -244,16 +248,15 @@ def test_missing_and_corrupt_checkpoints(tmp_path, run, capsys):
     assert main(["evaluate", str(empty)]) == 3
     assert "no checkpoint" in capsys.readouterr().err
     broken = tmp_path / "broken"
-    broken.mkdir()
-    for f in run.iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
-    weights = bytearray((broken / "model.safetensors").read_bytes())
+    shutil.copytree(run, broken)
+    best = load_run(broken).checkpoint / "model.safetensors"
+    weights = bytearray(best.read_bytes())
     weights[-5] ^= 0x40  # one flipped bit in the last weight
-    (broken / "model.safetensors").write_bytes(bytes(weights))
+    best.write_bytes(bytes(weights))
     assert main(["predict", str(broken), "--prefix", "a"]) == 3
     err = capsys.readouterr().err
-    assert "model.safetensors" in err and "corrupt" in err
-    (broken / "model.safetensors").write_bytes(bytes(weights[:100]))  # truncated
+    assert str(best) in err and "corrupt" in err
+    best.write_bytes(bytes(weights[:100]))  # truncated
     assert main(["evaluate", str(broken)]) == 3
 
 
@@ -285,7 +288,7 @@ def test_divergence_exits_4_and_keeps_nothing_bad(tmp_path, corpus, capsys):
     assert code == 4 and len(err.splitlines()) == 1
     assert "became inf" in err or "became nan" in err
     assert "lower --lr" in err and "no checkpoint had been written yet" in err
-    assert not (out / "model.safetensors").exists()
+    assert not (out / "checkpoints").exists()
 
 
 def test_huge_finite_loss_prints_inf_not_a_crash(tmp_path, corpus, capsys):

@@ -97,7 +97,8 @@ def test_loss_decreases(tmp_path):
 def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, epochs=3)
     trainer.fit()  # two good epochs saved
-    saved = (tmp_path / "run" / "model.safetensors").read_bytes()
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    saved = [(p / "model.safetensors").read_bytes() for p in checkpoints]
     before = [p.detach().clone() for p in trainer.model.parameters()]
     with torch.no_grad():
         trainer.model.output.bias[0] = math.inf
@@ -108,7 +109,8 @@ def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path
     assert all(
         torch.equal(a, b) for a, b in zip(after[:-1], before[:-1], strict=True)
     )  # no step taken
-    assert (tmp_path / "run" / "model.safetensors").read_bytes() == saved
+    assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == checkpoints
+    assert [(p / "model.safetensors").read_bytes() for p in checkpoints] == saved
 
 
 def test_same_seed_same_metrics(tmp_path):

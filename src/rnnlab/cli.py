@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from rnnlab.runs import (
     claim_run_dir,
     configs_from_json,
     default_run_dir,
+    encode_corpus,
     load_run,
     prepare_data,
     run_config,
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
 
     p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
-    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument(
         "--prefix",
         required=True,
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     p = sub.add_parser("score", parents=[common], help="per-character surprisal (bits) of a text")
-    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("text", help="the text to score (at least two characters)")
     p.add_argument("--show", type=int, default=10, help="list the N most surprising characters")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text"
     )
-    p.add_argument("run", type=Path, help="run directory written by `rnnlab train`")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -167,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     seq2seq_cli.add_parser(sub)
     return parser
+
+
+RUN_HELP = (
+    "run directory written by `rnnlab train` (its best checkpoint), or one checkpoint in it: "
+    "RUN/checkpoints/step-NNNNNNNN"
+)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def json_line(obj: dict[str, Any]) -> str:
@@ -214,7 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = RNNLM(len(data.vocab), model_cfg)
     config = run_config(data_cfg, model_cfg, train_cfg, data.vocab)
     trainer = Trainer(
-        model, train_cfg, data.train_ids, data.valid_ids, run_dir, config, progress, log
+        model,
+        train_cfg,
+        data.train_ids,
+        data.valid_ids,
+        run_dir,
+        config,
+        progress,
+        log,
+        warn=_stderr,  # warnings are shown even with --quiet or --json
     )
     if args.resume:
         stored_vocab = stored["vocab"]
@@ -238,6 +258,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         last = trainer.fit()
     except StopRequested as stop:
+        for s in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is safe: let nothing cut
+            signal.signal(s, signal.SIG_IGN)  # the message below short
         print(
             f"stopped by {stop} at step {trainer.step} (epoch {trainer.epoch + 1}); checkpoint "
             f"saved in {run_dir}: continue with `rnnlab train --out {run_dir} --resume`",
@@ -263,10 +285,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json_line(summary))
     else:
+        best = (
+            f"best {summary['best_valid_ppl']:.3f} at epoch {trainer.best_epoch}"
+            if trainer.best_epoch
+            else f"stopped in epoch {trainer.epoch + 1} at step {trainer.step}"
+        )
         print(
             f"done: held-out perplexity {last.valid.ppl:.3f} ({last.valid.bpc:.3f} bits/char), "
-            f"best {summary['best_valid_ppl']:.3f} at epoch {trainer.best_epoch}, "
-            f"{seconds:.0f} s; saved to {run_dir}"
+            f"{best}, {seconds:.0f} s; saved to {run_dir}"
         )
     return 0
 
@@ -418,9 +444,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             cleaning=getattr(args, "cleaning", None),
             encoding=getattr(args, "encoding", "utf-8"),
         )
-        from rnnlab.corpus import load_text
-
-        ids = run.vocab.encode(load_text(cfg))
+        ids = encode_corpus(cfg, run.vocab)  # a large file is streamed
         what = f"{args.corpus} (whole text)"
     else:
         ids = prepare_data(run.data, vocab=run.vocab).valid_ids

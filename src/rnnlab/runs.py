@@ -6,22 +6,46 @@ This is the glue the CLI calls; each piece it glues lives in its own module.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import rnnlab
 from rnnlab import checkpoint as ckpt
-from rnnlab.corpus import BUILTINS, DataConfig, load_text, split
+from rnnlab.corpus import (
+    BUILTINS,
+    CHUNK_BYTES,
+    STREAM_BYTES,
+    DataConfig,
+    is_large,
+    load_text,
+    split,
+    split_point,
+    stream_codepoints,
+)
 from rnnlab.errors import CheckpointError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
 from rnnlab.train import TrainConfig
-from rnnlab.vocab import Vocab
+from rnnlab.vocab import Vocab, count_codepoints, dense_counts
 
-RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.LAST, ckpt.TRAINER, ckpt.METRICS, ckpt.MANIFEST)
+# rnnlab's own files in a run directory (--force deletes these and nothing else); the last three
+# are the flat layout of rnnlab before checkpoint directories.
+RUN_FILES = (
+    ckpt.CONFIG,
+    ckpt.MANIFEST,
+    ckpt.METRICS,
+    ckpt.STEPS,
+    ckpt.WEIGHTS,
+    "last.safetensors",
+    ckpt.TRAINER,
+)
 
 
 @dataclass
@@ -31,13 +55,77 @@ class Data:
     valid_ids: torch.Tensor  # (N_valid,)
 
 
-def prepare_data(config: DataConfig, vocab: Vocab | None = None) -> Data:
-    """Clean, split, build the vocabulary from the training part (unless given), encode both."""
+def prepare_data(
+    config: DataConfig,
+    vocab: Vocab | None = None,
+    stream_over: int = STREAM_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Data:
+    """Clean, split, build the vocabulary from the training part (unless given), encode both.
+
+    Files over `stream_over` bytes are streamed (`prepare_streamed`): same result, bounded memory.
+    """
+    if is_large(config, stream_over):
+        return prepare_streamed(config, vocab, chunk_bytes)
     text = load_text(config)
     train_text, valid_text = split(text, config.valid_fraction)
     if vocab is None:
         vocab = Vocab.build(train_text, config.min_freq)
     return Data(vocab, vocab.encode(train_text), vocab.encode(valid_text))
+
+
+def prepare_streamed(
+    config: DataConfig, vocab: Vocab | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> Data:
+    """`prepare_data` for a file too large to hold as one string: two streamed passes.
+
+    Pass 1 counts the cleaned characters, chunk by chunk, to find the train/valid split and the
+    training text's character counts; the one chunk the split cuts is decoded again to count
+    only its training part. Pass 2 writes each chunk's ids straight into one preallocated array
+    of the narrowest exact integer type. Peak memory: that array plus a few chunks.
+    """
+    starts, lengths, counts = [], [], []
+    for start, codes in stream_codepoints(config, chunk_bytes):
+        starts.append(start)
+        lengths.append(len(codes))
+        if vocab is None:
+            counts.append(count_codepoints(codes))  # sparse: a few KB per chunk
+    n = sum(lengths)
+    n_train = split_point(n, config.valid_fraction)
+    if vocab is None:
+        train_counts = []
+        for start, length, c in zip(starts, lengths, counts, strict=True):
+            if start.char_offset + length <= n_train:
+                train_counts.append(c)
+            elif start.char_offset < n_train:  # the chunk the split cuts in two
+                _, codes = next(stream_codepoints(config, chunk_bytes, start))
+                train_counts.append(count_codepoints(codes[: n_train - start.char_offset]))
+        vocab = Vocab.from_counts(dense_counts(train_counts), config.min_freq)
+    ids = np.empty(n, dtype=vocab.id_dtype)
+    done = 0
+    for start, codes in stream_codepoints(config, chunk_bytes):
+        end = start.char_offset + len(codes)
+        if end > n:
+            break
+        vocab.encode_codepoints(codes, ids[start.char_offset : end])
+        done = end
+    if done != n:
+        raise UsageError(f"corpus {config.corpus!r} changed while it was being read: try again")
+    return Data(vocab, torch.from_numpy(ids[:n_train]), torch.from_numpy(ids[n_train:]))
+
+
+def encode_corpus(
+    config: DataConfig, vocab: Vocab, stream_over: int = STREAM_BYTES
+) -> torch.Tensor:
+    """The ids of a whole corpus with a given vocabulary (large files streamed)."""
+    if not is_large(config, stream_over):
+        return vocab.encode(load_text(config))
+    pieces = []
+    for _, codes in stream_codepoints(config):
+        ids = np.empty(len(codes), dtype=vocab.id_dtype)
+        vocab.encode_codepoints(codes, ids)
+        pieces.append(ids)
+    return torch.from_numpy(np.concatenate(pieces))
 
 
 def default_run_dir(data: DataConfig, model: ModelConfig) -> Path:
@@ -50,7 +138,7 @@ def claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} is a file: give a directory")
     if resume:
-        if not (run_dir / ckpt.MANIFEST).exists():
+        if not (run_dir / ckpt.MANIFEST).exists() or not ckpt.list_checkpoints(run_dir):
             raise CheckpointError(f"cannot resume: no checkpoint in {str(run_dir)!r}")
         return
     if run_dir.is_dir() and any(run_dir.iterdir()):
@@ -61,6 +149,14 @@ def claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
             )
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
+        checkpoints = run_dir / ckpt.CHECKPOINTS
+        if checkpoints.is_dir():
+            for _, path in ckpt.list_checkpoints(run_dir):
+                shutil.rmtree(path)
+            for path in checkpoints.glob(".step-*.tmp"):
+                shutil.rmtree(path)
+            if not any(checkpoints.iterdir()):
+                checkpoints.rmdir()
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -91,6 +187,7 @@ class LoadedRun:
     data: DataConfig
     model_config: ModelConfig
     train_config: TrainConfig
+    checkpoint: Path | None = None  # the checkpoint directory the weights came from
 
 
 def configs_from_json(config: dict[str, Any]) -> tuple[DataConfig, ModelConfig, TrainConfig]:
@@ -104,22 +201,40 @@ def configs_from_json(config: dict[str, Any]) -> tuple[DataConfig, ModelConfig, 
         raise CheckpointError(f"checkpoint config is not one rnnlab can read: {e}") from None
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """The best model of a run directory with its vocabulary and configs, verified first."""
-    run_dir = Path(run_dir)
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load_run(path: str | Path, warn: Callable[[str], None] = _stderr) -> LoadedRun:
+    """The best model of a run directory with its vocabulary and configs, verified first.
+
+    `path` is a run directory (its best checkpoint is loaded) or one checkpoint directory in it,
+    `RUN/checkpoints/step-NNNNNNNN`; a damaged file is refused with its name, never replaced by
+    another checkpoint's.
+    """
+    path = Path(path)
+    chosen: Path | None = None
+    if ckpt.checkpoint_step(path) is not None:
+        chosen, run_dir = path, path.parent.parent
+        if not chosen.is_dir():
+            raise CheckpointError(f"checkpoint directory {str(chosen)!r} does not exist")
+    else:
+        run_dir = path
     config = ckpt.read_json(run_dir, ckpt.CONFIG)
     data, model_config, train_config = configs_from_json(config)
     try:
         vocab = Vocab.from_json(config["vocab"])
     except (KeyError, ValueError, TypeError):
         raise CheckpointError(f"checkpoint vocabulary in {str(run_dir)!r} is corrupt") from None
+    if chosen is None:
+        chosen = ckpt.best_checkpoint(run_dir, warn)
     model = RNNLM(len(vocab), model_config)
-    weights = ckpt.read_tensors(run_dir, ckpt.WEIGHTS)
+    weights = ckpt.read_tensors(chosen, ckpt.WEIGHTS)
     try:
         model.load_state_dict(weights)
     except RuntimeError:
         raise CheckpointError(
-            f"weights in {str(run_dir / ckpt.WEIGHTS)!r} do not fit the model in config.json"
+            f"weights in {str(chosen / ckpt.WEIGHTS)!r} do not fit the model in config.json"
         ) from None
     model.eval()
-    return LoadedRun(run_dir, model, vocab, data, model_config, train_config)
+    return LoadedRun(run_dir, model, vocab, data, model_config, train_config, chosen)

@@ -1,7 +1,9 @@
 """Vocab: the ordered characters of the training text, `<unk>`, and encode/decode.
 
 Encoding works on whole texts at once through numpy code-point arrays, so a large corpus becomes
-one compact integer tensor without ever building a Python list of ints.
+one compact integer tensor without ever building a Python list of ints. Counting and encoding also
+work piece by piece (`count_codepoints`, `Vocab.from_counts`, `Vocab.encode_into`), which is how a
+file too large to hold as one string is turned into ids.
 """
 
 from __future__ import annotations
@@ -11,12 +13,25 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from rnnlab.corpus import codepoints
+
 UNK = "<unk>"
 
 
-def codepoints(text: str) -> np.ndarray:
-    """The Unicode code points of `text` as a uint32 array (a view of one UTF-32 buffer)."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+def count_codepoints(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct code points of an array and how often each occurs (sparse, sorted)."""
+    dense = np.bincount(codes)
+    present = np.flatnonzero(dense)
+    return present, dense[present]
+
+
+def dense_counts(pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Sum sparse (code points, counts) pieces into counts[code point]."""
+    size = max((int(codes[-1]) + 1 for codes, _ in pieces if len(codes)), default=0)
+    total = np.zeros(size, dtype=np.int64)
+    for codes, counts in pieces:
+        total[codes] += counts
+    return total
 
 
 def smallest_id_dtype(vocab_size: int) -> np.dtype:
@@ -41,18 +56,23 @@ class Vocab:
             raise ValueError("duplicate tokens in Vocab")
         self.idx_to_token: list[str] = list(tokens)
         self.token_to_idx: dict[str, int] = {t: i for i, t in enumerate(tokens)}
-        chars = np.array([ord(t) for t in tokens[1:]], dtype=np.uint32)
-        order = np.argsort(chars)
-        self._sorted_codes = chars[order]  # for vectorised lookup with searchsorted
-        self._sorted_ids = (order + 1).astype(np.int64)
+        chars = np.array([ord(t) for t in tokens[1:]], dtype=np.int64)
+        # table[code point] = id; one extra last slot, <unk>, catches every larger code point.
+        size = int(chars.max()) + 2 if len(chars) else 1
+        self._table = np.full(size, self.unk, dtype=smallest_id_dtype(len(tokens)))
+        self._table[chars] = np.arange(1, len(tokens))
 
     @classmethod
     def build(cls, text: str, min_freq: int = 1) -> Vocab:
         """Count characters of `text`; keep those seen at least `min_freq` times."""
-        codes, counts = np.unique(codepoints(text), return_counts=True)
-        keep = counts >= min_freq
-        codes, counts = codes[keep], counts[keep]
-        order = np.lexsort((codes, -counts))  # frequency descending, then code point ascending
+        return cls.from_counts(np.bincount(codepoints(text)), min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, min_freq: int = 1) -> Vocab:
+        """The vocabulary of characters whose count (counts[code point]) is at least `min_freq`."""
+        codes = np.flatnonzero(counts >= max(min_freq, 1))
+        freq = counts[codes]
+        order = np.lexsort((codes, -freq))  # frequency descending, then code point ascending
         return cls([UNK] + [chr(int(c)) for c in codes[order]])
 
     def __len__(self) -> int:
@@ -62,16 +82,27 @@ class Vocab:
     def unk(self) -> int:
         return 0
 
+    @property
+    def id_dtype(self) -> np.dtype:
+        return self._table.dtype
+
     def encode(self, text: str) -> torch.Tensor:
         """Ids of every character of `text` as a 1-D tensor of the smallest exact integer type."""
-        codes = codepoints(text)
-        dtype = smallest_id_dtype(len(self))
-        if len(self._sorted_codes) == 0:
-            return torch.from_numpy(np.full(len(codes), self.unk, dtype=dtype))
-        pos = np.minimum(np.searchsorted(self._sorted_codes, codes), len(self._sorted_codes) - 1)
-        found = self._sorted_codes[pos] == codes
-        ids = np.where(found, self._sorted_ids[pos], self.unk).astype(dtype)
+        ids = np.empty(len(text), dtype=self.id_dtype)
+        self.encode_into(text, ids)
         return torch.from_numpy(ids)
+
+    def encode_into(self, text: str, out: np.ndarray) -> None:
+        """Write the ids of `text` into `out` (len(text) slots of `id_dtype`)."""
+        self.encode_codepoints(codepoints(text), out)
+
+    def encode_codepoints(self, codes: np.ndarray, out: np.ndarray) -> None:
+        """Write the ids of code points `codes` into `out`, copying nothing else.
+
+        A table lookup: mode="clip" sends code points past the table's end to its last slot,
+        which holds <unk>.
+        """
+        np.take(self._table, codes, out=out, mode="clip")
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         if isinstance(ids, torch.Tensor):
