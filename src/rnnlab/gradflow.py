@@ -3,8 +3,9 @@
 Backpropagation through time multiplies one Jacobian per step. For a plain tanh RNN those factors
 are usually smaller than one, so the gradient of a loss at step T with respect to the state T - k
 steps earlier shrinks roughly geometrically in k (vanishing gradients) or, with large recurrent
-weights, grows (exploding: the reason for gradient clipping). Gated cells (GRU, LSTM) add paths
-through which the state is copied almost unchanged, so their curve decays much more slowly.
+weights, grows (exploding: the reason for gradient clipping). Gated cells (GRU, LSTM) *can* copy
+their state almost unchanged through the gates, but whether a trained model does depends on what
+its gates learned: `rnnlab demo bptt` measures it rather than assuming it.
 """
 
 from __future__ import annotations

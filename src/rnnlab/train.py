@@ -3,8 +3,9 @@
 Read `Trainer.run_epoch` top to bottom: it is the whole algorithm. Everything else is
 bookkeeping (metrics, checkpoints, resuming, stopping on a signal, a time or a step budget).
 
-What a run promises (docs/guarantees.md lists the tests): a checkpoint restores every RNG stream
-and the epoch in progress, so `--resume` in a new process continues bit for bit (same threads);
+What a run promises (README.md, "What rnnlab guarantees", lists the tests): a checkpoint restores
+every RNG stream and the epoch in progress, so `--resume` in a new process continues bit for bit
+(same threads);
 SIGINT/SIGTERM finish the current step and save before exiting; a NaN/inf loss or gradient stops
 before the update, and no checkpoint ever holds a non-finite weight.
 """
