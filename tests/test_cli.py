@@ -396,3 +396,53 @@ def test_score_matches_evaluate(run, capsys):
     assert main(["score", str(run), "t"]) == 2
     assert main(["score", str(run), "th€"]) == 2
     assert "'€'" in capsys.readouterr().err
+
+
+def test_scratch_checkpoint_loads_into_torch_and_predicts_the_same(tmp_path, corpus, capsys):
+    out = tmp_path / "scratch"
+    args = ["train", "--corpus", str(corpus), "--out", str(out), "--quiet", "--impl", "scratch"]
+    assert main([*args, *TINY, "--cell", "lstm"]) == 0
+    from torch import nn
+
+    from rnnlab import cells
+    from rnnlab.runs import load_run
+
+    assert isinstance(load_run(out).model.rnn, cells.LSTM)  # trained with the scratch cells
+    assert isinstance(load_run(out, impl="torch").model.rnn, nn.LSTM)
+    results = {}
+    for impl in ("scratch", "torch"):
+        assert (
+            main(
+                [
+                    "predict",
+                    str(out),
+                    "--prefix",
+                    "the c",
+                    "--steps",
+                    "30",
+                    "--impl",
+                    impl,
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        results[impl] = last_json(capsys)
+    assert results["scratch"]["continuation"] == results["torch"]["continuation"]
+    for a, b in zip(results["scratch"]["next"], results["torch"]["next"], strict=True):
+        assert a["char"] == b["char"] and abs(a["prob"] - b["prob"]) < 1e-5
+    main(["evaluate", str(out), "--json"])
+    scratch_loss = last_json(capsys)["loss"]
+    main(["evaluate", str(out), "--impl", "torch", "--json"])
+    assert abs(last_json(capsys)["loss"] - scratch_loss) < 1e-5
+
+
+@pytest.mark.slow
+def test_alphabet_acceptance(tmp_path, capsys):
+    """The issue's acceptance run, with the defaults: prefix abc predicts d, then defgh."""
+    out = tmp_path / "alphabet"
+    assert main(["train", "--corpus", "alphabet", "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(out), "--prefix", "abc", "--steps", "5", "--json"]) == 0
+    result = last_json(capsys)
+    assert result["next"][0]["char"] == "d"
+    assert result["continuation"] == "defgh"

@@ -27,7 +27,7 @@ from rnnlab.decoding import score_text
 from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, predict
 from rnnlab.metrics import evaluate, perplexity
-from rnnlab.model import RNNLM, ModelConfig, count_parameters
+from rnnlab.model import IMPLS, RNNLM, ModelConfig, count_parameters
 from rnnlab.runs import (
     claim_run_dir,
     configs_from_json,
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
     p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     p.add_argument(
         "--prefix",
         required=True,
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", parents=[common], help="per-character surprisal (bits) of a text")
     p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     p.add_argument("text", help="the text to score (at least two characters)")
     p.add_argument("--show", type=int, default=10, help="list the N most surprising characters")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text"
     )
     p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -171,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+IMPL_HELP = "load the weights into this recurrent implementation (default: the run's own)"
 RUN_HELP = (
     "run directory written by `rnnlab train` (its best checkpoint), or one checkpoint in it: "
     "RUN/checkpoints/step-NNNNNNNN"
@@ -388,7 +392,7 @@ def forward_check(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> dict[str, A
 
 def cmd_predict(args: argparse.Namespace) -> int:
     gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
-    run = load_run(args.run)
+    run = load_run(args.run, impl=args.impl)
     if run.model_config.bidirectional:
         print(BIDIRECTIONAL_WARNING, file=sys.stderr)
     preds = predict(run.model, run.vocab, args.prefix, gen_cfg)
@@ -419,7 +423,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     if args.show < 0:
         raise UsageError(f"--show must be 0 or more, got {args.show}")
-    run = load_run(args.run)
+    run = load_run(args.run, impl=args.impl)
     scores = score_text(run.model, run.vocab, args.text)
     mean = sum(b for _, b in scores) / len(scores)
     if args.json:
@@ -436,7 +440,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = load_run(args.run)
+    run = load_run(args.run, impl=args.impl)
     if hasattr(args, "corpus"):
         cfg = dataclasses.replace(
             run.data,

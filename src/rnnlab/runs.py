@@ -205,12 +205,15 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def load_run(path: str | Path, warn: Callable[[str], None] = _stderr) -> LoadedRun:
+def load_run(
+    path: str | Path, warn: Callable[[str], None] = _stderr, impl: str | None = None
+) -> LoadedRun:
     """The best model of a run directory with its vocabulary and configs, verified first.
 
     `path` is a run directory (its best checkpoint is loaded) or one checkpoint directory in it,
     `RUN/checkpoints/step-NNNNNNNN`; a damaged file is refused with its name, never replaced by
-    another checkpoint's.
+    another checkpoint's. `impl` loads the weights into the other recurrent implementation
+    (torch or scratch): both share parameter names and layout, so the copy is one-to-one.
     """
     path = Path(path)
     chosen: Path | None = None
@@ -222,6 +225,8 @@ def load_run(path: str | Path, warn: Callable[[str], None] = _stderr) -> LoadedR
         run_dir = path
     config = ckpt.read_json(run_dir, ckpt.CONFIG)
     data, model_config, train_config = configs_from_json(config)
+    if impl is not None:
+        model_config = dataclasses.replace(model_config, impl=impl)
     try:
         vocab = Vocab.from_json(config["vocab"])
     except (KeyError, ValueError, TypeError):
