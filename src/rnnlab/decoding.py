@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from rnnlab.errors import UsageError
 from rnnlab.model import RNNLM, State
-from rnnlab.vocab import Vocab
+from rnnlab.vocab import Vocab, require_known
 
 StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
 STRATEGIES = ("greedy", "sample", "beam")
@@ -412,13 +412,7 @@ def lm_step_fn(model: RNNLM) -> StepFn:
 
 def encode_known(vocab: Vocab, text: str, what: str) -> torch.Tensor:
     """Ids (N,) int64 of `text`, refusing characters the model has never seen."""
-    unknown = vocab.unknown_chars(text)
-    if unknown:
-        listed = " ".join(repr(c) for c in unknown)
-        raise UsageError(
-            f"{what} has characters not in the model's vocabulary: {listed}; "
-            "use only characters from the training text"
-        )
+    require_known(vocab.unknown_chars(text), what)
     return vocab.encode(text).long()
 
 

@@ -133,8 +133,13 @@ def default_run_dir(data: DataConfig, model: ModelConfig) -> Path:
     return Path("runs") / f"{name}-{model.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
-    """Refuse to overwrite someone's run unless asked; --force clears only rnnlab's own files."""
+def claim_run_dir(
+    run_dir: Path, force: bool, resume: bool, files: tuple[str, ...] = RUN_FILES
+) -> None:
+    """Refuse to overwrite someone's run unless asked; --force clears only rnnlab's own files.
+
+    `files` are the names a run of this kind writes at its root (seq2seq runs pass theirs).
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} is a file: give a directory")
     if resume:
@@ -143,11 +148,12 @@ def claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
         return
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not force:
+            how = "--resume to continue it, " if files == RUN_FILES else ""
             raise UsageError(
-                f"run directory {str(run_dir)!r} is not empty: pass --resume to continue it, "
-                "--force to overwrite it, or choose another --out"
+                f"run directory {str(run_dir)!r} is not empty: pass {how}--force to overwrite "
+                "it, or choose another --out"
             )
-        for name in RUN_FILES:
+        for name in files:
             (run_dir / name).unlink(missing_ok=True)
         checkpoints = run_dir / ckpt.CHECKPOINTS
         if checkpoints.is_dir():

@@ -49,6 +49,7 @@ from rnnlab.pairs import (
     make_batch,
     pairs_tsv,
 )
+from rnnlab.vocab import require_known
 
 HELDOUT = "heldout.tsv"
 RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, HELDOUT, ckpt.METRICS, ckpt.MANIFEST)
@@ -262,13 +263,7 @@ def encode_sources(vocab: PairVocab, words: Sequence[str]) -> Batch:
     for w in words:
         if not w:
             raise UsageError("a word to translate is empty: give at least one character")
-        unknown = vocab.unknown_chars(w)
-        if unknown:
-            listed = " ".join(repr(c) for c in unknown)
-            raise UsageError(
-                f"{w!r} has characters not in the model's vocabulary: {listed}; "
-                "use only characters from the training pairs"
-            )
+        require_known(vocab.unknown_chars(w), repr(w), "the training pairs")
     return make_batch(vocab, [(w, "") for w in words])
 
 
@@ -568,21 +563,6 @@ class Seq2SeqTrainer:
 def default_run_dir(pairs: PairsConfig, model: Seq2SeqConfig) -> Path:
     name = pairs.pairs if pairs.pairs in BUILTINS else Path(pairs.pairs).stem or "pairs"
     return Path("runs") / f"seq2seq-{name}-{model.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def claim_run_dir(run_dir: Path, force: bool) -> None:
-    """Refuse to overwrite a non-empty directory unless --force; then clear only our own files."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {str(run_dir)!r} is a file: give a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not force:
-            raise UsageError(
-                f"run directory {str(run_dir)!r} is not empty: pass --force to overwrite it, "
-                "or choose another --out"
-            )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_config(

@@ -19,13 +19,14 @@ from rnnlab.decoding import DecodeConfig
 from rnnlab.errors import UsageError
 from rnnlab.model import count_parameters
 from rnnlab.pairs import PairsConfig, load_pairs, prepare_pairs
+from rnnlab.runs import claim_run_dir
 from rnnlab.seq2seq import (
+    RUN_FILES,
     Seq2Seq,
     Seq2SeqConfig,
     Seq2SeqTrainConfig,
     Seq2SeqTrainer,
     beam_vs_greedy,
-    claim_run_dir,
     default_run_dir,
     evaluate_pairs,
     load_seq2seq,
@@ -108,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg = config_from(Seq2SeqTrainConfig, args)
     data = prepare_pairs(pairs_cfg)
     run_dir = args.out or default_run_dir(pairs_cfg, model_cfg)
-    claim_run_dir(run_dir, force=args.force)
+    claim_run_dir(run_dir, force=args.force, resume=False, files=RUN_FILES)
 
     torch.manual_seed(train_cfg.seed)
     model = Seq2Seq(len(data.vocab), model_cfg)

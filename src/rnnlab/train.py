@@ -377,13 +377,13 @@ class Trainer:
             return self.partial_result(self.current)
         return self.history[-1]
 
-    def partial_result(self, ep: EpochProgress) -> EpochResult:
-        """An epoch stopped part-way: its training figures so far, held-out ones of the weights."""
+    def epoch_result(self, ep: EpochProgress, epoch: int) -> EpochResult:
+        """The figures of an epoch (whole or stopped part-way), held-out ones of the weights now."""
         steps = max(ep.batches_done, 1)
         valid_m = evaluate(self.model, self.valid_ids)
         train_m = metrics_from_nll(ep.total_nll, ep.chars) if ep.chars else valid_m
         return EpochResult(
-            epoch=self.epoch + 1,
+            epoch=epoch,
             train=train_m,
             valid=valid_m,
             seconds=ep.seconds,
@@ -392,22 +392,16 @@ class Trainer:
             clipped=ep.clipped / steps,
         )
 
+    def partial_result(self, ep: EpochProgress) -> EpochResult:
+        """An epoch stopped part-way: its training figures so far, held-out ones of the weights."""
+        return self.epoch_result(ep, self.epoch + 1)
+
     def finish_epoch(self, ep: EpochProgress) -> None:
         """Evaluate on the held-out text, record the metrics, keep the best weights, save."""
-        valid_m = evaluate(self.model, self.valid_ids)
-        train_m = metrics_from_nll(ep.total_nll, ep.chars)
+        result = self.epoch_result(ep, self.epoch + 1)
+        train_m, valid_m = result.train, result.valid
         self.epoch += 1
         self.current = None
-        steps = max(ep.batches_done, 1)
-        result = EpochResult(
-            epoch=self.epoch,
-            train=train_m,
-            valid=valid_m,
-            seconds=ep.seconds,
-            steps=ep.batches_done,
-            grad_norm=ep.grad_norms / steps,
-            clipped=ep.clipped / steps,
-        )
         self.record(result)
         improved = valid_m.loss < self.best_valid
         if improved:

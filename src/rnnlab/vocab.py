@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rnnlab.corpus import codepoints
+from rnnlab.errors import UsageError
 
 UNK = "<unk>"
 
@@ -119,3 +120,13 @@ class Vocab:
     @classmethod
     def from_json(cls, tokens: list[str]) -> Vocab:
         return cls(tokens)
+
+
+def require_known(unknown: list[str], what: str, source: str = "the training text") -> None:
+    """Refuse input holding characters a model never saw, listing them (one line, exit 2)."""
+    if unknown:
+        listed = " ".join(repr(c) for c in unknown)
+        raise UsageError(
+            f"{what} has characters not in the model's vocabulary: {listed}; "
+            f"use only characters from {source}"
+        )
