@@ -33,3 +33,29 @@ def test_tanh_demo_agrees():
 def test_unknown_activation_is_a_usage_error():
     with pytest.raises(UsageError, match="identity"):
         srn_demo("sigmoid")
+
+
+def test_bptt_demo_command_prints_the_curves_and_plots(tmp_path, capsys):
+    from rnnlab.cli import main
+
+    png = tmp_path / "bptt.png"
+    args = [
+        "demo",
+        "bptt",
+        "--cells",
+        "rnn,lstm",
+        "--seconds",
+        "0.5",
+        "--hidden",
+        "8",
+        "--num-steps",
+        "10",
+        "--plot",
+        str(png),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "k steps back" in out and "rnn (ppl" in out and "lstm (ppl" in out
+    assert "ratio 8/1" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["demo", "bptt", "--cells", "rnn,transformer"]) == 2

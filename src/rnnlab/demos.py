@@ -9,6 +9,8 @@ student can do on paper.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import torch
 from torch import nn
@@ -150,6 +152,8 @@ def bptt_demo(
 
     Returns the printed table and, per cell, the norms at distances 1 .. num_steps - 1.
     """
+    if plot:
+        _pyplot()  # fail before a minute of training, not after
     import tempfile
     from pathlib import Path
 
@@ -204,11 +208,20 @@ def bptt_demo(
     return "\n".join(lines), curves
 
 
-def _plot_curves(curves: dict[str, list[float]], path: str, num_steps: int) -> None:
-    import matplotlib
-
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot with the Agg backend; optional, imported only when a plot is asked for."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'rnnlab[plots]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_curves(curves: dict[str, list[float]], path: str, num_steps: int) -> None:
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for cell, norms in curves.items():
