@@ -341,40 +341,16 @@ def test_predict_several_prefixes_equals_one_at_a_time(run, capsys):
 
 
 def test_predict_beam_is_at_least_as_likely_as_greedy(run, capsys):
-    main(["predict", str(run), "--prefix", "the", "--steps", "15", "--json"])
-    greedy = last_json(capsys)
-    main(
-        [
-            "predict",
-            str(run),
-            "--prefix",
-            "the",
-            "--steps",
-            "15",
-            "--strategy",
-            "beam",
-            "--beam",
-            "1",
-            "--json",
-        ]
+    def predict_json(*extra: str) -> dict:
+        main(["predict", str(run), "--prefix", "the", "--steps", "15", "--json", *extra])
+        return last_json(capsys)
+
+    greedy = predict_json()
+    beam1 = predict_json("--strategy", "beam", "--beam", "1")
+    assert beam1["continuation"] == greedy["continuation"]  # beam 1 is greedy
+    assert (
+        predict_json("--strategy", "beam", "--beam", "8")["log_prob"] >= greedy["log_prob"] - 1e-9
     )
-    assert last_json(capsys)["continuation"] == greedy["continuation"]  # beam 1 is greedy
-    main(
-        [
-            "predict",
-            str(run),
-            "--prefix",
-            "the",
-            "--steps",
-            "15",
-            "--strategy",
-            "beam",
-            "--beam",
-            "8",
-            "--json",
-        ]
-    )
-    assert last_json(capsys)["log_prob"] >= greedy["log_prob"] - 1e-9
 
 
 def test_temperature_zero_is_greedy(run, capsys):
