@@ -28,6 +28,7 @@ from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, predict
 from rnnlab.metrics import evaluate, perplexity
 from rnnlab.model import IMPLS, RNNLM, ModelConfig, count_parameters
+from rnnlab.presets import PRESETS, get_preset
 from rnnlab.runs import (
     claim_run_dir,
     configs_from_json,
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue training the run in --out")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        metavar="NAME",
+        help=f"start from a named configuration ({', '.join(PRESETS)}); flags given explicitly "
+        "override its values",
+    )
 
     p = sub.add_parser(
         "check",
@@ -202,6 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out DIR naming the run to continue")
+        if args.preset:
+            raise UsageError("--preset cannot be used with --resume: the run keeps its config")
         fixed = given_flags(DataConfig, args) + given_flags(ModelConfig, args)
         if fixed:
             raise UsageError(
@@ -214,12 +224,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_cfg, model_cfg, stored_train = configs_from_json(stored)
         train_cfg = config_from(TrainConfig, args, base=stored_train)
     else:
-        data_cfg = config_from(DataConfig, args)
-        model_cfg = config_from(ModelConfig, args)
-        train_cfg = config_from(TrainConfig, args)
+        preset = get_preset(args.preset) if args.preset else None
+        data_cfg = config_from(DataConfig, args, preset and DataConfig(**preset.data))
+        model_cfg = config_from(ModelConfig, args, preset and ModelConfig(**preset.model))
+        train_cfg = config_from(TrainConfig, args, preset and TrainConfig(**preset.train))
+        if preset and not args.quiet:
+            _stderr(f"preset {preset.name}: {preset.description}. {preset.note}")
 
     data = prepare_data(data_cfg)
-    check_length(len(data.train_ids), train_cfg.batch_size, train_cfg.num_steps)
+    what = "training text"
+    if data_cfg.train_chars is not None:
+        what = f"training text cut to --train-chars {data_cfg.train_chars}"
+    check_length(len(data.train_ids), train_cfg.batch_size, train_cfg.num_steps, what)
     if len(data.valid_ids) < 2:
         raise UsageError("held-out text is too short: raise --valid-fraction")
     run_dir = args.out or default_run_dir(data_cfg, model_cfg)

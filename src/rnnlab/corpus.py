@@ -64,6 +64,13 @@ class DataConfig:
     min_freq: int = field(
         default=1, metadata={"help": "characters seen fewer times in training become <unk>"}
     )
+    train_chars: int | None = field(
+        default=None,
+        metadata={
+            "help": "train on only the first N characters of the training part (d2l uses "
+            "10,000); the held-out text stays the last --valid-fraction of the full text"
+        },
+    )
     allow_binary: bool = field(
         default=False,
         metadata={
@@ -83,6 +90,8 @@ class DataConfig:
             )
         if self.min_freq < 1:
             raise UsageError(f"--min-freq must be at least 1, got {self.min_freq}")
+        if self.train_chars is not None and self.train_chars < 1:
+            raise UsageError(f"--train-chars must be at least 1, got {self.train_chars}")
         try:
             codecs.lookup(self.encoding)
         except LookupError:

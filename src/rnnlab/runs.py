@@ -63,12 +63,16 @@ def prepare_data(
 ) -> Data:
     """Clean, split, build the vocabulary from the training part (unless given), encode both.
 
+    `config.train_chars` keeps only the start of the training part, after the split, so the
+    held-out text is the same with or without it; the vocabulary comes from the characters
+    kept (as d2l builds it from its 10,000), and held-out characters never seen become <unk>.
     Files over `stream_over` bytes are streamed (`prepare_streamed`): same result, bounded memory.
     """
     if is_large(config, stream_over):
         return prepare_streamed(config, vocab, chunk_bytes)
     text = load_text(config)
     train_text, valid_text = split(text, config.valid_fraction)
+    train_text = train_text[: train_end(len(train_text), config)]
     if vocab is None:
         vocab = Vocab.build(train_text, config.min_freq)
     return Data(vocab, vocab.encode(train_text), vocab.encode(valid_text))
@@ -92,14 +96,15 @@ def prepare_streamed(
             counts.append(count_codepoints(codes))  # sparse: a few KB per chunk
     n = sum(lengths)
     n_train = split_point(n, config.valid_fraction)
+    n_kept = train_end(n_train, config)  # the training characters learnt from
     if vocab is None:
         train_counts = []
         for start, length, c in zip(starts, lengths, counts, strict=True):
-            if start.char_offset + length <= n_train:
+            if start.char_offset + length <= n_kept:
                 train_counts.append(c)
-            elif start.char_offset < n_train:  # the chunk the split cuts in two
+            elif start.char_offset < n_kept:  # the chunk the end of training cuts in two
                 _, codes = next(stream_codepoints(config, chunk_bytes, start))
-                train_counts.append(count_codepoints(codes[: n_train - start.char_offset]))
+                train_counts.append(count_codepoints(codes[: n_kept - start.char_offset]))
         vocab = Vocab.from_counts(dense_counts(train_counts), config.min_freq)
     ids = np.empty(n, dtype=vocab.id_dtype)
     done = 0
@@ -111,7 +116,14 @@ def prepare_streamed(
         done = end
     if done != n:
         raise UsageError(f"corpus {config.corpus!r} changed while it was being read: try again")
-    return Data(vocab, torch.from_numpy(ids[:n_train]), torch.from_numpy(ids[n_train:]))
+    return Data(vocab, torch.from_numpy(ids[:n_kept]), torch.from_numpy(ids[n_train:]))
+
+
+def train_end(n_train: int, config: DataConfig) -> int:
+    """How many characters of a training part of `n_train` are learnt from (`--train-chars`)."""
+    if config.train_chars is None:
+        return n_train
+    return min(n_train, config.train_chars)
 
 
 def encode_corpus(
