@@ -10,6 +10,14 @@ section 8.5 "Implementation of Recurrent Neural Networks from Scratch" (`d2l`) a
 with `load_data_time_machine(batch_size=32, num_steps=35)`: the first 10,000 characters after
 d2l's letters-only cleaning, sequential partitioning (`use_random_iter=False`), one-hot inputs,
 and train 500 epochs with plain SGD at lr 1 and the gradient clipped to norm 1.
+
+Three differences remain. d2l's scratch model (8.5) draws its weights from N(0, 0.01^2), while
+rnnlab's scratch cells start from PyTorch's uniform(-1/sqrt(H), 1/sqrt(H)) like the concise one.
+d2l 0.17 cleans the book line by line and joins the lines with no space between them, while
+rnnlab's `letters` cleaning is d2l 1.0's whole-text one (a line break becomes a space), so the
+10,000 characters are not byte for byte d2l's. And d2l builds its vocabulary from the whole book,
+rnnlab from the characters trained on; the first 10,000 already hold all 26 letters and the
+space, so both vocabularies have the same 28 entries with <unk>.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ _D2L_TRAIN: dict[str, Any] = {
     "epochs": 500,
 }
 _HELD_OUT = (
-    "d2l trains on the first 10,000 characters and reports training perplexity only; rnnlab "
-    "also reports the held-out last 10% of the whole book, which d2l never sees."
+    "d2l reports training perplexity on its 10,000 characters only; rnnlab also reports "
+    "held-out perplexity on the last 10% of the whole book, which d2l never evaluates. The "
+    "perplexities the book prints for this run could not be confirmed from its text here, so "
+    "none is quoted."
 )
 
 
