@@ -20,7 +20,7 @@ from torch import nn
 from rnnlab.errors import UsageError
 
 CELLS = ("rnn", "gru", "lstm")
-IMPLS = ("torch", "scratch")
+IMPLS = ("torch", "scratch", "fast")
 ONE_HOT_MAX_VOCAB = 256  # above this, one-hot inputs waste memory and time: embed instead
 AUTO_EMBED_SIZE = 128
 
@@ -54,7 +54,11 @@ class ModelConfig:
     )
     impl: str = field(
         default="torch",
-        metadata={"help": "torch: nn.RNN/GRU/LSTM; scratch: rnnlab's own cells", "choices": IMPLS},
+        metadata={
+            "help": "torch: nn.RNN/GRU/LSTM; scratch: rnnlab's own cells; fast: rnnlab's fused "
+            "RNN/GRU for the CPU (LSTM: nn.LSTM); all three share one weight layout",
+            "choices": IMPLS,
+        },
     )
 
     def __post_init__(self) -> None:
@@ -86,6 +90,11 @@ def make_core(config: ModelConfig, input_size: int) -> nn.Module:
     """The recurrent core: PyTorch's module or rnnlab's scratch twin with the same weights."""
     if config.impl == "torch":
         module = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[config.cell]
+    elif config.impl == "fast":
+        from rnnlab import fused
+
+        # No fused LSTM: nn.LSTM already trains faster than nn.GRU on the CPU (BENCHMARKS.md).
+        module = {"rnn": fused.RNN, "gru": fused.GRU, "lstm": nn.LSTM}[config.cell]
     else:
         from rnnlab import cells
 
