@@ -20,16 +20,19 @@ from typing import Any
 import numpy as np
 
 from rnnlab.errors import UsageError
+from rnnlab.synthetic import SPEC_FORMS, MemoryTask, is_memory
 
 CLEANINGS = ("letters", "raw")
 
-# name -> (file under rnnlab/data, default cleaning). `alphabet` is generated, not shipped.
+# name -> (file under rnnlab/data, default cleaning). `alphabet` and `memory` are generated, not
+# shipped; `memory` also takes parameters, `memory:D[:k[:eps]]` (rnnlab.synthetic).
 BUILTINS: dict[str, tuple[str | None, str]] = {
     "timemachine": ("timemachine.txt", "letters"),
     "alphabet": (None, "raw"),
     "pinyin": ("pinyin.txt", "raw"),
     "songci": ("songci.txt", "raw"),
     "shakespeare": ("tinyshakespeare.txt", "raw"),
+    "memory": (None, "raw"),
 }
 
 ALPHABET_REPEATS = 400  # 10,400 characters: enough for a few dozen minibatches of 32 x 35
@@ -45,7 +48,10 @@ class DataConfig:
 
     corpus: str = field(
         default="timemachine",
-        metadata={"help": f"built-in corpus ({', '.join(BUILTINS)}) or a path to a text file"},
+        metadata={
+            "help": f"built-in corpus ({', '.join(BUILTINS)}) or a path to a text file; the "
+            f"synthetic memory corpus takes parameters: {SPEC_FORMS}"
+        },
     )
     cleaning: str | None = field(
         default=None,
@@ -90,6 +96,8 @@ class DataConfig:
             )
         if self.min_freq < 1:
             raise UsageError(f"--min-freq must be at least 1, got {self.min_freq}")
+        if is_memory(self.corpus):
+            MemoryTask.parse(self.corpus)  # a malformed spec fails here, before any work
         if self.train_chars is not None and self.train_chars < 1:
             raise UsageError(f"--train-chars must be at least 1, got {self.train_chars}")
         try:
@@ -104,7 +112,22 @@ class DataConfig:
     def resolved_cleaning(self) -> str:
         if self.cleaning is not None:
             return self.cleaning
-        return BUILTINS[self.corpus][1] if self.corpus in BUILTINS else "raw"
+        builtin = builtin_name(self.corpus)
+        return BUILTINS[builtin][1] if builtin else "raw"
+
+
+def builtin_name(corpus: str) -> str | None:
+    """The built-in a corpus name refers to (`memory:16` -> `memory`), or None for a file."""
+    if is_memory(corpus):
+        return "memory"
+    return corpus if corpus in BUILTINS else None
+
+
+def corpus_label(corpus: str) -> str:
+    """A short name for a corpus, safe in a file name: `memory-16`, `timemachine`, a file's stem."""
+    if builtin_name(corpus):
+        return corpus.replace(":", "-")
+    return Path(corpus).stem or "corpus"
 
 
 def clean(text: str, mode: str) -> str:
@@ -144,7 +167,9 @@ def clean_codepoints(codes: np.ndarray, mode: str, in_gap: bool) -> tuple[np.nda
 
 
 def read_builtin(name: str) -> str:
-    """The raw text of a built-in corpus (before cleaning)."""
+    """The raw text of a built-in corpus (before cleaning); `name` may be a `memory:...` spec."""
+    if is_memory(name):
+        return MemoryTask.parse(name).text()
     filename, _ = BUILTINS[name]
     if filename is None:  # alphabet
         return "abcdefghijklmnopqrstuvwxyz" * ALPHABET_REPEATS
@@ -304,7 +329,7 @@ def _no_text_error(config: DataConfig) -> UsageError:
 
 def load_text(config: DataConfig) -> str:
     """The cleaned text of the configured corpus."""
-    if config.corpus in BUILTINS:
+    if builtin_name(config.corpus):
         raw = read_builtin(config.corpus)
     else:
         raw = read_text_file(config.corpus, config.encoding, config.allow_binary)
@@ -316,7 +341,7 @@ def load_text(config: DataConfig) -> str:
 
 def is_large(config: DataConfig, threshold: int = STREAM_BYTES) -> bool:
     """Whether the corpus is a file over `threshold` bytes: streamed rather than read whole."""
-    if config.corpus in BUILTINS:
+    if builtin_name(config.corpus):
         return False
     return corpus_file(config.corpus).stat().st_size > threshold
 

@@ -20,10 +20,10 @@ import torch
 import rnnlab
 from rnnlab import checkpoint as ckpt
 from rnnlab.corpus import (
-    BUILTINS,
     CHUNK_BYTES,
     STREAM_BYTES,
     DataConfig,
+    corpus_label,
     is_large,
     load_text,
     split,
@@ -141,8 +141,8 @@ def encode_corpus(
 
 
 def default_run_dir(data: DataConfig, model: ModelConfig) -> Path:
-    name = data.corpus if data.corpus in BUILTINS else Path(data.corpus).stem or "corpus"
-    return Path("runs") / f"{name}-{model.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{corpus_label(data.corpus)}-{model.cell}-{stamp}"
 
 
 def claim_run_dir(
