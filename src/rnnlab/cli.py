@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rnnlab import seq2seq_cli
+from rnnlab import corpus_cli, seq2seq_cli
 from rnnlab.batches import check_length, make_batches
 from rnnlab.corpus import DataConfig
 from rnnlab.decoding import score_text
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--plot", help="also write the curves to this PNG file")
 
     seq2seq_cli.add_parser(sub)
+    corpus_cli.add_parser(sub)
     return parser
 
 
@@ -490,6 +491,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "score": cmd_score,
     "seq2seq": seq2seq_cli.run,
+    "corpus": corpus_cli.run,
 }
 
 

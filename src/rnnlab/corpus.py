@@ -100,13 +100,7 @@ class DataConfig:
             MemoryTask.parse(self.corpus)  # a malformed spec fails here, before any work
         if self.train_chars is not None and self.train_chars < 1:
             raise UsageError(f"--train-chars must be at least 1, got {self.train_chars}")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise UsageError(
-                f"unknown encoding {self.encoding!r}: use a Python codec name such as "
-                "utf-8, gb18030 or utf-16"
-            ) from None
+        check_encoding(self.encoding)
 
     @property
     def resolved_cleaning(self) -> str:
@@ -114,6 +108,17 @@ class DataConfig:
             return self.cleaning
         builtin = builtin_name(self.corpus)
         return BUILTINS[builtin][1] if builtin else "raw"
+
+
+def check_encoding(encoding: str) -> None:
+    """Refuse an encoding name Python has no codec for, with examples of good ones."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"unknown encoding {encoding!r}: use a Python codec name such as "
+            "utf-8, gb18030 or utf-16"
+        ) from None
 
 
 def builtin_name(corpus: str) -> str | None:
