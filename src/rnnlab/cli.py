@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rnnlab import corpus_cli, seq2seq_cli
+from rnnlab import corpus_cli, seq2seq_cli, sweep_cli
 from rnnlab.batches import check_length, make_batches
 from rnnlab.corpus import DataConfig
 from rnnlab.decoding import score_text
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     seq2seq_cli.add_parser(sub)
     corpus_cli.add_parser(sub)
+    sweep_cli.add_parser(sub)
     return parser
 
 
@@ -492,12 +493,14 @@ COMMANDS = {
     "score": cmd_score,
     "seq2seq": seq2seq_cli.run,
     "corpus": corpus_cli.run,
+    "sweep": sweep_cli.run,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # `sweep` records its command
         args.threads = getattr(args, "threads", 0)
         if args.threads < 0:
             raise UsageError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
