@@ -7,8 +7,8 @@ Writes a text file (Shakespeare repeated, with a line of multi-byte characters i
 /tmp, loads it with `rnnlab.runs.prepare_data` in a fresh subprocess per row (so each row's peak
 RSS is its own), prints a Markdown table and deletes the file. For contrast, the last rows load a
 smaller file (--whole-gb) both streamed and read whole (the path files under 64 MB take). Peak
-RSS is the subprocess's `ru_maxrss`, which includes the interpreter and torch (see "after
-imports"). Run it alone on the machine.
+RSS is the subprocess's high-water mark (VmHWM), which includes the interpreter and torch (see
+"after imports"). Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -24,14 +24,24 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
+
+def peak_kb():
+    # VmHWM belongs to this process image; ru_maxrss would also count a large parent's pages
+    # from before exec.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 from rnnlab.corpus import DataConfig
 from rnnlab.runs import prepare_data
 path, cleaning, stream_over = sys.argv[1], sys.argv[2], int(sys.argv[3])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kb()
 t0 = time.perf_counter()
 data = prepare_data(DataConfig(corpus=path, cleaning=cleaning), stream_over=stream_over)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_kb()
 ids = data.train_ids.numel() + data.valid_ids.numel()
 print(json.dumps({"seconds": seconds, "base_kb": base, "peak_kb": peak, "chars": ids,
                   "vocab": len(data.vocab), "dtype": str(data.train_ids.dtype),
