@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import UsageError
@@ -120,6 +119,8 @@ class RNNLM(nn.Module):
         self.embed_size = config.resolved_embed(vocab_size)
         if self.embed_size > 0:
             self.embedding = nn.Embedding(vocab_size, self.embed_size)
+        else:  # not saved with the weights: it is the same for every model of this vocabulary
+            self.register_buffer("_eye", torch.eye(vocab_size), persistent=False)
         self.rnn = make_core(config, config.input_size(vocab_size))
         self.drop = nn.Dropout(config.dropout)
         self.num_directions = 2 if config.bidirectional else 1
@@ -129,7 +130,10 @@ class RNNLM(nn.Module):
         """Ids (B, T) to input vectors (B, T, E)."""
         if self.embed_size > 0:
             return self.embedding(X)  # (B, T, E)
-        return F.one_hot(X, self.vocab_size).to(self.output.weight.dtype)  # (B, T, V)
+        # Rows of an identity matrix: one indexing kernel, where F.one_hot also scans the ids
+        # for their range on every call (it shows at batch 1, one step at a time).
+        # The buffer follows the model through .to() and .double().
+        return self._eye[X]  # (B, T, V)
 
     def forward(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits for every position: (B, T) ids -> (B, T, V) logits and the final state."""
