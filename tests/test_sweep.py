@@ -392,8 +392,12 @@ def test_the_command_with_workers_stops_on_sigterm_and_continues(tmp_path):
     done = rows(out)
     assert 1 <= len(done) < 3 and not (out / "report.md").exists()
     assert not [p for p in (out / "runs").iterdir() if not list(p.glob("*"))]
-    proc = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300)
+    # Two workers at once; --jobs is not part of the sweep's configuration, so it continues.
+    proc = subprocess.run(
+        [*args, "--jobs", "2"], capture_output=True, text=True, env=ENV, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
+    assert "continuing: " in proc.stdout
     table = rows(out)
     assert [r["num_steps"] for r in table] == [2, 4, 8]
     assert all(r["mem_peak_rss_mib"] > 50 for r in table)  # each worker measured its own RSS

@@ -663,7 +663,7 @@ def rule_memory(ctx: Context) -> list[Claim]:
             )
         else:
             span = _span([f"{min(vals):,.0f}", f"{max(vals):,.0f}"])
-            text = f"{who}: peak RSS of the worker stays at {span} MiB at every num_steps."
+            text = f"{who}: peak RSS of the worker is {span} MiB; it does not grow with num_steps."
         claims.append(Claim("Cost per step", text, "Table 2"))
     return claims
 
@@ -860,10 +860,10 @@ def _save(fig: Any, path: Path) -> None:
 
 def _log2_axis(ax: Any) -> None:
     """num_steps and positions double from point to point: log2 spacing, plain-number labels."""
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _legend(ax: Any) -> None:
@@ -1100,7 +1100,7 @@ def describe_setup(data: SweepData, groups: list[Group]) -> list[str]:
         "**carried** (one pass, the state carried through the whole text) and **reset** (the "
         "state reset to zero every num_steps characters, as random sampling trains). "
         "Training perplexity is the mean over the last epoch's worth of steps.",
-        f"- Threads: {spec['threads']} torch thread(s) per setting.",
+        f"- Threads: {_count(spec['threads'], 'torch thread')} per setting.",
         "- Reproducibility: rerunning the command reproduces every column of results.csv except "
         "`time_*` and `mem_*` (wall-clock and memory vary between runs and machines).",
     ]

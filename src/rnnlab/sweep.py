@@ -938,10 +938,13 @@ class Runner:
                 running[proc.sentinel] = (key, proc, receive)
             if not running:
                 break
-            if guard.signum is not None and not forwarded:
-                for _, proc, _ in running.values():  # Ctrl-C reached them too; kill -TERM did not
+            # A signal (Ctrl-C reached the workers too; kill -TERM did not) or another setting's
+            # failure: the running workers save a checkpoint and stop, to continue on a rerun.
+            stop = guard.signum or (signal.SIGTERM if error else None)
+            if stop is not None and not forwarded:
+                for _, proc, _ in running.values():
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, guard.signum)
+                        os.kill(proc.pid, stop)
                 forwarded = True
             for sentinel in wait(list(running), timeout=0.5):
                 key, proc, receive = running.pop(sentinel)
