@@ -239,7 +239,7 @@ def test_the_best_checkpoint_is_never_pruned(tmp_path, monkeypatch):
 
     losses = iter([2.0, 2.5, 3.0, 3.5])  # held-out loss gets worse after epoch 1
 
-    def fake_evaluate(model, ids):
+    def fake_evaluate(model, ids, **kwargs):
         return metrics_from_nll(next(losses) * 100, 100)
 
     monkeypatch.setattr(rnnlab.train, "evaluate", fake_evaluate)
@@ -530,8 +530,8 @@ def test_divergence_guard_warns_once(tmp_path, monkeypatch):
     cross_entropy = F.cross_entropy
     calls = []
 
-    def climbing(logits, targets, reduction="mean"):  # a training loss that keeps rising
-        loss = cross_entropy(logits, targets, reduction=reduction)
+    def climbing(logits, targets, reduction="mean", **kwargs):  # a training loss that keeps rising
+        loss = cross_entropy(logits, targets, reduction=reduction, **kwargs)
         if reduction == "mean":
             calls.append(1)
             loss = loss * (1 + len(calls) / 10)

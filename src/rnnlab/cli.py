@@ -26,7 +26,7 @@ from rnnlab.corpus import DataConfig
 from rnnlab.decoding import score_text
 from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, predict
-from rnnlab.metrics import evaluate, perplexity
+from rnnlab.metrics import PARALLEL_ROWS, evaluate, perplexity
 from rnnlab.model import IMPLS, RNNLM, ModelConfig, count_parameters
 from rnnlab.presets import PRESETS, get_preset
 from rnnlab.runs import (
@@ -473,7 +473,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         what = f"{run.data.corpus} held-out split"
     if len(ids) < 2:
         raise UsageError("text is too short to evaluate: it needs at least two characters")
-    m = evaluate(run.model, ids)
+    m = evaluate(run.model, ids, rows=PARALLEL_ROWS)
     if args.json:
         print(json_line({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
     else:

@@ -39,30 +39,58 @@ def metrics_from_nll(total_nll: float, chars: int) -> Metrics:
     return Metrics(loss=loss, ppl=perplexity(loss), bpc=loss / math.log(2), chars=chars)
 
 
-@torch.no_grad()
-def evaluate(model: RNNLM, ids: torch.Tensor, chunk: int = 512, rows: int = 1) -> Metrics:
-    """Score every character of `ids` after the first, in order, carrying the state throughout.
+PARALLEL_ROWS = 16  # streams scored side by side by `rnnlab train` and `rnnlab evaluate`
+WARMUP = 256  # characters each stream but the first reads, unscored, before its own part
 
-    `rows` > 1 splits the text into that many contiguous streams scored in parallel (faster,
-    at the cost of `rows - 1` extra cold starts); the default scores one stream exactly.
+
+@torch.no_grad()
+def evaluate(
+    model: RNNLM, ids: torch.Tensor, chunk: int = 512, rows: int = 1, warmup: int = WARMUP
+) -> Metrics:
+    """Score every character of `ids` after the first, carrying the state along the text.
+
+    With `rows` = 1 the text is one stream, scored exactly in order from a zero state. With
+    `rows` > 1 it is cut into that many contiguous parts scored side by side, one batch row
+    each (several times faster on a CPU). Every part but the first starts `warmup` characters
+    early and reads them without scoring them, so its first scored character sees the same
+    recent text the single stream would; only context further back than `warmup` is lost, which
+    for character models changes the loss in the fourth or fifth decimal (tests/test_metrics.py,
+    BENCHMARKS.md). Every prediction is scored exactly once either way.
 
     Shapes:
         ids: (N,) compact integer ids of one text.
     """
     if len(ids) < 2:
         raise ValueError("need at least two characters to score one prediction")
+    n = len(ids) - 1  # predictions to score
+    rows = max(1, min(rows, (n - warmup) // max(warmup, 1)))  # a part at least warmup long
+    if rows == 1:
+        warmup = 0
+    # Row r reads ids[r*S : r*S + warmup + S] (row 0 scores all of it, the others its last S):
+    # windows of width warmup + S with stride S cover predictions 0 .. warmup + rows*S - 1.
+    S = -(-(n - warmup) // rows)  # ceil
+    width = warmup + S
+    padded = torch.zeros(rows * S + warmup + 1, dtype=torch.long)
+    padded[: n + 1] = ids.long()
+    X_all = padded[:-1].unfold(0, width, S)[:rows]  # (R, width)
+    Y_all = padded[1:].unfold(0, width, S)[:rows].clone()  # (R, width)
+    Y_all[1:, :warmup] = IGNORE  # read to warm the state up, scored by the row before
+    position = torch.arange(rows)[:, None] * S + torch.arange(width)  # index of each prediction
+    Y_all[position >= n] = IGNORE  # padding past the end of the text
     was_training = model.training
     model.eval()
     try:
-        n = (len(ids) - 1) // rows * rows  # predictions we score, divisible into the rows
-        X_all = ids[:n].view(rows, -1).long()  # (R, n/R)
-        Y_all = ids[1 : n + 1].view(rows, -1).long()  # (R, n/R)
         state = model.begin_state(rows)
         total = 0.0
-        for i in range(0, X_all.shape[1], chunk):
+        for i in range(0, width, chunk):
             logits, state = model(X_all[:, i : i + chunk], state)  # (R, t, V)
             Y = Y_all[:, i : i + chunk]
-            total += F.cross_entropy(logits.flatten(0, 1), Y.flatten(), reduction="sum").item()
+            total += F.cross_entropy(
+                logits.flatten(0, 1), Y.flatten(), reduction="sum", ignore_index=IGNORE
+            ).item()
         return metrics_from_nll(total, n)
     finally:
         model.train(was_training)
+
+
+IGNORE = -100  # target of a position that is read but not scored

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from rnnlab import checkpoint as ckpt
 from rnnlab.batches import SAMPLINGS, batches_per_epoch, check_length, make_batches
 from rnnlab.errors import NumericalError, UsageError
-from rnnlab.metrics import Metrics, evaluate, metrics_from_nll
+from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate, metrics_from_nll
 from rnnlab.model import RNNLM, State, detach_state
 
 OPTIMIZERS = ("adam", "sgd")
@@ -380,7 +380,7 @@ class Trainer:
     def epoch_result(self, ep: EpochProgress, epoch: int) -> EpochResult:
         """The figures of an epoch (whole or stopped part-way), held-out ones of the weights now."""
         steps = max(ep.batches_done, 1)
-        valid_m = evaluate(self.model, self.valid_ids)
+        valid_m = evaluate(self.model, self.valid_ids, rows=PARALLEL_ROWS)
         train_m = metrics_from_nll(ep.total_nll, ep.chars) if ep.chars else valid_m
         return EpochResult(
             epoch=epoch,
