@@ -885,8 +885,8 @@ class Runner:
     def _finished(self, key: str, result: dict[str, Any], bar: Any, cost: float) -> None:
         self.done[key] = result
         write_tables(self.out, self.results())
+        bar.set_description_str(f"sweep {len(self.done)}/{len(self.keys)}", refresh=False)
         bar.update(cost)
-        bar.set_description_str(f"sweep {len(self.done)}/{len(self.keys)}")
         row = result["row"]
         msg = (
             f"[{len(self.done)}/{len(self.keys)}] {key}: held-out ppl "
