@@ -377,3 +377,12 @@ def test_diverged_settings_are_listed_and_left_out(tmp_path):
     text = report.write_report(tmp_path, sweep_data(rows + [bad])).read_text()
     assert f"Diverged (NaN/inf; left out of the means): {bad['key']}." in text
     assert "| 64 | diverged |" in text
+
+
+def test_preset_sweeps_set_training_beside_held_out_perplexity():
+    rows = curve({35: 2.0})
+    rows[0]["train_final_loss"], rows[0]["train_final_ppl"] = 0.5, math.exp(0.5)
+    text = texts(report.rule_train_vs_heldout(ctx(rows, preset="d2l")))
+    assert "final training perplexity 1.649 (the figure d2l prints) against held-out 7.389" in text
+    assert "higher than the training figure" in text
+    assert report.rule_train_vs_heldout(ctx(rows)) == []  # not a preset sweep: not said

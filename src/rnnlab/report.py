@@ -1049,6 +1049,16 @@ def _axis_cells(g: Group, axes: list[str]) -> list[str]:
     return [label(g, [a]) if a not in ("num_steps", "layers") else str(g.axes[a]) for a in axes]
 
 
+def _preset(spec: dict[str, Any]) -> str:
+    """The preset's own description and note, when this installation still knows it."""
+    try:
+        from rnnlab.presets import PRESETS
+    except ImportError:
+        return "."
+    p = PRESETS.get(spec["preset"])
+    return "." if p is None else f": {p.description}. {p.note}"
+
+
 def describe_setup(data: SweepData, groups: list[Group]) -> list[str]:
     spec = data.spec
     grid, model, train, budget = spec["grid"], spec["model"], spec["train"], spec["budget"]
@@ -1068,8 +1078,12 @@ def describe_setup(data: SweepData, groups: list[Group]) -> list[str]:
         + ", ".join(sorted({f"{int(r['params']):,}" for r in data.rows}))
         + ".",
         f"- Training: {train['optimizer']} lr {train['lr']}, gradient clipped to norm "
-        f"{train['clip']}, batch {train['batch_size']}, lr x{train['lr_decay']} after an "
-        "epoch that did not improve the held-out loss.",
+        f"{train['clip']}, batch {train['batch_size']}, "
+        + (
+            "no learning-rate decay."
+            if train["lr_decay"] == 1
+            else f"lr x{train['lr_decay']} after an epoch that did not improve the held-out loss."
+        ),
     ]
     chars = sorted({int(r["chars_trained"]) for r in data.rows if r.get("status", "ok") == "ok"})
     if budget["kind"] == "chars":
@@ -1105,7 +1119,7 @@ def describe_setup(data: SweepData, groups: list[Group]) -> list[str]:
         "`time_*` and `mem_*` (wall-clock and memory vary between runs and machines).",
     ]
     if spec.get("preset"):
-        lines.append(f"- Preset: `{spec['preset']}` supplies the base configuration.")
+        lines.append(f"- Preset: `{spec['preset']}` supplies the base configuration{_preset(spec)}")
     base = ", ".join(f"{k} {v}" for k, v in spec["data"].items() if v not in (None, False))
     lines.append(f"- Data options: {base}.")
     return lines

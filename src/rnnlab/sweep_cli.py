@@ -74,34 +74,47 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--num-steps",
         dest="axis_num_steps",
+        metavar="T,...",
         help=f"BPTT windows (T) (default: {_default('num_steps')})",
     )
     g.add_argument(
-        "--cells", dest="axis_cells", help=f"rnn, gru, lstm (default: {_default('cell')})"
+        "--cells",
+        dest="axis_cells",
+        metavar="CELL,...",
+        help=f"rnn, gru, lstm (default: {_default('cell')})",
     )
     g.add_argument(
         "--sampling",
         dest="axis_sampling",
+        metavar="SCHEME,...",
         help=f"random, sequential (default: {_default('sampling')})",
     )
-    g.add_argument("--layers", dest="axis_layers", help="recurrent layers (default: 1)")
     g.add_argument(
-        "--impls", dest="axis_impls", help="torch, scratch: the speed comparison (default: torch)"
+        "--layers", dest="axis_layers", metavar="L,...", help="recurrent layers (default: 1)"
+    )
+    g.add_argument(
+        "--impls",
+        dest="axis_impls",
+        metavar="IMPL,...",
+        help="torch, scratch: the speed comparison (default: torch)",
     )
     g.add_argument(
         "--embeds",
         dest="axis_embeds",
+        metavar="E,...",
         help="input encodings: 0 one-hot, N an embedding of size N, -1 auto (default: -1)",
     )
     g.add_argument(
         "--corpus",
         dest="axis_corpus",
+        metavar="CORPUS,...",
         help="corpora, built-in names or files, e.g. timemachine,pinyin,songci "
         f"(default: {_default('corpus')})",
     )
     g.add_argument("--seeds", type=int, default=1, help="seeds per setting (default: 1)")
     g.add_argument(
         "--budget",
+        metavar="KIND[:AMOUNT]",
         help="training per setting: chars[:N], seconds[:S] or epochs[:E], equal for every "
         f"setting (default: chars:{DEFAULT_AMOUNTS['chars']:,}; without an amount chars "
         f"{DEFAULT_AMOUNTS['chars']:,}, seconds {DEFAULT_AMOUNTS['seconds']:g}, epochs "
