@@ -280,7 +280,7 @@ def bench_step(K: int, reps: int) -> None:
 def bench_evaluation(reps: int) -> None:
     n = 100_000
     print(f"## Held-out evaluation of {n:,} characters, 2 x 256 model (chars/s)\n")
-    print("| cell | one stream, exact | 16 rows | 16 rows / one stream |")
+    print("| cell | one stream, exact | 16 rows, warm-up 256 (rnnlab) | ratio |")
     print("| --- | ---: | ---: | ---: |")
     ids = torch.randint(V, (n + 1,), generator=torch.Generator().manual_seed(1))
     for cell in ("gru", "lstm"):
