@@ -263,8 +263,9 @@ def _run(
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Greedy choice: ``choose`` at temperature 0 without its float64 log-softmax."""
-    return logits.masked_fill(logits.isnan(), -math.inf).argmax(dim=-1)  # (B,)
+    """Greedy choice: ``choose`` at temperature 0 in one kernel, without its float64 softmax and
+    NaN guard (a NaN logit, from a broken model, is chosen and scores -inf at the end)."""
+    return logits.argmax(dim=-1)  # (B,)
 
 
 def greedy(

@@ -140,7 +140,9 @@ class RNNLM(nn.Module):
         if state is None:
             state = self.begin_state(X.shape[0])
         outputs, state = self.rnn(self.inputs(X), state)  # (B, T, D*H), D = directions
-        return self.output(self.drop(outputs)), state  # (B, T, V)
+        if self.training:  # (in eval mode dropout is the identity: skip the call)
+            outputs = self.drop(outputs)
+        return self.output(outputs), state  # (B, T, V)
 
     def read(
         self, X: torch.Tensor, state: State | None = None, chunk: int = 4096
