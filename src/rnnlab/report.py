@@ -1214,8 +1214,8 @@ def write_report(out: Path, data: SweepData) -> Path:
         "",
         "Training s counts optimizer steps only; setting s is the worker's whole life (data, "
         "training, per-epoch evaluation, checkpoints, the final measurements). Peak RSS is "
-        "`ru_maxrss` of the worker process that trained the setting (Python, torch and the data "
-        "included); n/a when settings ran in one process (`--in-process`).",
+        "the high-water mark of the worker process that trained the setting (Python, torch and "
+        "the data included); n/a when settings ran in one process (`--in-process`).",
     ]
     if several:
         lines += ["", "## Table 3: held-out bits/char (carried) by corpus and num_steps", ""]

@@ -439,7 +439,18 @@ def gradflow_windows(
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss: KiB on Linux, B on macOS)."""
+    """Peak resident set size of this process so far, MiB.
+
+    Linux's VmHWM belongs to this process image alone; ru_maxrss (the fallback: KiB on Linux,
+    bytes on macOS) would also count the parent's pages from before the worker's exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 

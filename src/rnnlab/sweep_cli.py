@@ -96,7 +96,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--impls",
         dest="axis_impls",
         metavar="IMPL,...",
-        help="torch, scratch: the speed comparison (default: torch)",
+        help="torch, scratch, fast: the speed comparison (default: torch)",
     )
     g.add_argument(
         "--embeds",
