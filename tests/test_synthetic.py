@@ -43,7 +43,7 @@ def test_floor_at_the_noise_extremes(k):
 )
 def test_empirical_conditional_entropy_matches_the_floor(task):
     codes = task.codes()
-    assert len(codes) == 200_000 and codes.min() == 0 and codes.max() == task.alphabet - 1
+    assert len(codes) == 2_000_000 and codes.min() == 0 and codes.max() == task.alphabet - 1
     assert conditional_entropy(codes, task.alphabet, task.distance) == pytest.approx(
         task.floor(), rel=0.01
     )
@@ -157,7 +157,7 @@ def test_memory_is_a_corpus_like_the_others():
     assert text == MemoryTask(distance=16).text()
     data = prepare_data(config)
     train, valid = split(text, 0.1)
-    assert len(data.train_ids) == len(train) == 180_000 and len(data.valid_ids) == len(valid)
+    assert len(data.train_ids) == len(train) == 1_800_000 and len(data.valid_ids) == len(valid)
     assert len(data.vocab) == 9  # 8 letters and <unk>
 
 

@@ -43,7 +43,7 @@ class MemoryTask:
     distance: int = 8
     alphabet: int = 8
     noise: float = 0.2
-    length: int = 200_000
+    length: int = 2_000_000
     seed: int = 0
 
     def __post_init__(self) -> None:
