@@ -77,7 +77,8 @@ def _gru_steps(
 ) -> None:
     """The forward loop: fills ``Hs[1:]``, ``RZ``, ``HN``, ``N`` (shapes as in ``gru_forward``)."""
     T, B, H = N.shape
-    gh = torch.empty(B, 3 * H, dtype=N.dtype)  # one step's W_hh h, reused: stays in cache
+    # One step's W_hh h, reused from step to step: it stays in cache.
+    gh = torch.empty(B, 3 * H, dtype=N.dtype, device=N.device)
     for t in range(T):
         h = Hs[t]
         torch.mm(h, w_hh_t, out=gh)  # (B, 3H)
@@ -98,9 +99,11 @@ def _gru_steps_backward(
     1, 2 and 4 that of the input projection.
     """
     T, B, H = N.shape
-    a = torch.empty(B, H, dtype=N.dtype)  # per-step scratch, reused: stays in cache
-    rz = torch.empty(B, 2 * H, dtype=N.dtype)  # what reaches [r, z]: one sigmoid_backward
-    zero = torch.zeros(B, H, dtype=N.dtype)
+    # Per-step scratch, reused: it stays in cache. `rz` holds what reaches [r, z], so that one
+    # sigmoid_backward serves both gates.
+    a = torch.empty(B, H, dtype=N.dtype, device=N.device)
+    rz = torch.empty(B, 2 * H, dtype=N.dtype, device=N.device)
+    zero = torch.zeros(B, H, dtype=N.dtype, device=N.device)
     for t in range(T - 1, -1, -1):
         r, z, d = RZ[t, :, :H], RZ[t, :, H:], D[t]
         torch.addcmul(dh, dh, z, value=-1, out=a)  # dh (1 - z): what reaches n
