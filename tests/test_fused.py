@@ -155,3 +155,11 @@ def test_language_model_weights_move_between_impls(cell):
     ref.load_state_dict(fast.state_dict())
     X = torch.randint(28, (4, 12))
     torch.testing.assert_close(fast(X)[0], ref(X)[0], rtol=0, atol=1e-5)
+
+
+def test_the_step_loops_compile_with_torchscript():
+    """The speed comes from running the loops without Python's per-operation overhead: if
+    scripting broke (a torch upgrade), the Python fallback would be silently slower."""
+    loops = fused._loops()
+    assert set(loops) == set(fused._LOOPS)
+    assert all(isinstance(fn, torch.jit.ScriptFunction) for fn in loops.values())
