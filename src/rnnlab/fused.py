@@ -146,7 +146,6 @@ _LOOPS = {
     "gru_backward": "_gru_steps_backward",
     "rnn": "_rnn_steps",
     "rnn_backward": "_rnn_steps_backward",
-    "rnn_backward_relu": "_rnn_steps_backward_relu",
 }
 _compiled: dict[str, Callable] = {}
 
@@ -201,29 +200,20 @@ def _rnn_steps(GI: Tensor, Hs: Tensor, w_hh_t: Tensor, relu: bool) -> None:
             h.tanh_()
 
 
-def _rnn_steps_backward(d_out: Tensor, dh: Tensor, w_hh: Tensor, Hs: Tensor, D: Tensor) -> Tensor:
+def _rnn_steps_backward(
+    d_out: Tensor, dh: Tensor, w_hh: Tensor, Hs: Tensor, D: Tensor, relu: bool
+) -> Tensor:
     """The backward loop: fills ``D (T, B, H)`` (d pre-activation), returns d h_0."""
     T = D.shape[0]
     zero = torch.zeros_like(dh)
     for t in range(T - 1, -1, -1):
         d = D[t]
-        torch.ops.aten.tanh_backward(dh, Hs[t + 1], grad_input=d)
+        if relu:  # the derivative is 1 where the output is positive
+            torch.ops.aten.threshold_backward(dh, Hs[t + 1], 0.0, grad_input=d)
+        else:
+            torch.ops.aten.tanh_backward(dh, Hs[t + 1], grad_input=d)
         prev = d_out[t - 1] if t > 0 else zero
         dh = torch.addmm(prev, d, w_hh)  # reaches h_{t-1}
-    return dh
-
-
-def _rnn_steps_backward_relu(
-    d_out: Tensor, dh: Tensor, w_hh: Tensor, Hs: Tensor, D: Tensor
-) -> Tensor:
-    """``_rnn_steps_backward`` for relu: the derivative is 1 where the output is positive."""
-    T = D.shape[0]
-    zero = torch.zeros_like(dh)
-    for t in range(T - 1, -1, -1):
-        d = D[t]
-        torch.ops.aten.threshold_backward(dh, Hs[t + 1], 0.0, grad_input=d)
-        prev = d_out[t - 1] if t > 0 else zero
-        dh = torch.addmm(prev, d, w_hh)
     return dh
 
 
@@ -256,8 +246,7 @@ class _RNNFunction(torch.autograd.Function):
         T, B, H = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
         D = _workspace((T, B, H), Hs)  # d pre-activation: the gradient of both projections
         dh = torch.add(d_out[T - 1], d_hT)
-        loop = _loops()["rnn_backward_relu" if ctx.relu else "rnn_backward"]
-        dh = loop(d_out.contiguous(), dh, w_hh, Hs, D)
+        dh = _loops()["rnn_backward"](d_out.contiguous(), dh, w_hh, Hs, D, ctx.relu)
         D2 = D.view(T * B, H)
         grads = _parameter_grads(ctx, X, w_ih, Hs, D2, D2, [D2])
         return grads[0], dh if ctx.needs_input_grad[1] else None, *grads[1:], None
