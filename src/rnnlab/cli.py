@@ -35,10 +35,10 @@ from rnnlab.runs import (
     default_run_dir,
     encode_corpus,
     load_run,
+    new_trainer,
     prepare_data,
-    run_config,
 )
-from rnnlab.train import StopRequested, TrainConfig, Trainer
+from rnnlab.train import StopRequested, TrainConfig
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -244,20 +244,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         claim_run_dir(run_dir, force=args.force, resume=False)
 
-    torch.manual_seed(train_cfg.seed)
-    model = RNNLM(len(data.vocab), model_cfg)
-    config = run_config(data_cfg, model_cfg, train_cfg, data.vocab)
-    trainer = Trainer(
-        model,
-        train_cfg,
-        data.train_ids,
-        data.valid_ids,
-        run_dir,
-        config,
-        progress,
-        log,
+    trainer = new_trainer(
+        data, data_cfg, model_cfg, train_cfg, run_dir, progress=progress, log=log,
         warn=_stderr,  # warnings are shown even with --quiet or --json
-    )
+    )  # fmt: skip
+    model = trainer.model
     if args.resume:
         stored_vocab = stored["vocab"]
         if stored_vocab != data.vocab.to_json():

@@ -6,6 +6,7 @@ This is the glue the CLI calls; each piece it glues lives in its own module.
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
 import sys
 import time
@@ -32,7 +33,7 @@ from rnnlab.corpus import (
 )
 from rnnlab.errors import CheckpointError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.train import TrainConfig
+from rnnlab.train import TrainConfig, Trainer
 from rnnlab.vocab import Vocab, count_codepoints, dense_counts
 
 # rnnlab's own files in a run directory (--force deletes these and nothing else); the last three
@@ -176,6 +177,30 @@ def claim_run_dir(
             if not any(checkpoints.iterdir()):
                 checkpoints.rmdir()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def new_trainer(
+    data: Data,
+    data_config: DataConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    **trainer_options: Any,
+) -> Trainer:
+    """A freshly initialised model and the Trainer of a new run in `run_dir`.
+
+    Every RNG is seeded from the run's seed first, so the initial weights depend on the seed
+    alone (not on what ran before in the process: a sweep's settings, a test).
+    """
+    torch.manual_seed(train_config.seed)
+    random.seed(train_config.seed)
+    np.random.seed(train_config.seed)
+    model = RNNLM(len(data.vocab), model_config)
+    config = run_config(data_config, model_config, train_config, data.vocab)
+    return Trainer(
+        model, train_config, data.train_ids, data.valid_ids, Path(run_dir), config,
+        **trainer_options,
+    )  # fmt: skip
 
 
 def run_config(

@@ -33,7 +33,6 @@ import json
 import math
 import multiprocessing
 import os
-import random
 import re
 import resource
 import shutil
@@ -47,7 +46,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -480,7 +478,7 @@ def run_setting(job: Job, stop: Callable[[], int | None] = lambda: None) -> dict
     during training makes `Trainer.fit` save a checkpoint and raise `StopRequested`.
     """
     from rnnlab.gradflow import hidden_grad_norms
-    from rnnlab.runs import claim_run_dir, prepare_data, run_config
+    from rnnlab.runs import claim_run_dir, new_trainer, prepare_data
 
     started = time.perf_counter()
     spec, s = job.spec, job.setting
@@ -491,22 +489,13 @@ def run_setting(job: Job, stop: Callable[[], int | None] = lambda: None) -> dict
     resume = spec.budget.kind != "seconds" and bool(ckpt.list_checkpoints(run_dir))
     if not resume:
         claim_run_dir(run_dir, force=True, resume=False)
-    torch.manual_seed(train_cfg.seed)  # the initial weights: from the seed index, not run order
-    random.seed(train_cfg.seed)
-    np.random.seed(train_cfg.seed)
-    model = RNNLM(len(data.vocab), model_cfg)
     warnings: list[str] = []
-    trainer = Trainer(
-        model,
-        train_cfg,
-        data.train_ids,
-        data.valid_ids,
-        run_dir,
-        run_config(data_cfg, model_cfg, train_cfg, data.vocab),
-        progress=False,
-        log=lambda line: None,
+    # The initial weights come from the seed index, not the run order (new_trainer seeds).
+    trainer = new_trainer(
+        data, data_cfg, model_cfg, train_cfg, run_dir, progress=False, log=lambda line: None,
         warn=warnings.append,
-    )
+    )  # fmt: skip
+    model = trainer.model
     if resume:
         trainer.resume()
     signum = stop()
