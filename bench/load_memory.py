@@ -4,7 +4,7 @@
     python bench/load_memory.py --gb 0.25    # a quick check
 
 Writes a text file (Shakespeare repeated, with a line of multi-byte characters in every copy) to
-/tmp, loads it with `rnnlab.runs.prepare_data` in a fresh subprocess per row (so each row's peak
+/tmp, loads it with `rnnlab.data.prepare_data` in a fresh subprocess per row (so each row's peak
 RSS is its own), prints a Markdown table and deletes the file. For contrast, the last rows load a
 smaller file (--whole-gb) both streamed and read whole (the path files under 64 MB take). Peak
 RSS is the subprocess's high-water mark (VmHWM), which includes the interpreter and torch (see
@@ -35,7 +35,7 @@ def peak_kb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 from rnnlab.corpus import DataConfig
-from rnnlab.runs import prepare_data
+from rnnlab.data import prepare_data
 path, cleaning, stream_over = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = peak_kb()
 t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from rnnlab.batches import sequential_batches
 from rnnlab.decoding import DecodeConfig, decode, lm_step_fn
 from rnnlab.metrics import evaluate
 from rnnlab.model import RNNLM, ModelConfig, detach_state
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, Trainer
 
 V = 28  # the Time Machine's vocabulary
 T = 35  # num_steps

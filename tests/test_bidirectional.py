@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rnnlab.cli import main
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, Trainer
 
 V = 8
 

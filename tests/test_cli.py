@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from rnnlab import checkpoint as ckpt
 from rnnlab.cli import main
-from rnnlab.runs import load_run
+from rnnlab.training import load_run
 
 TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
 TINY = ["--hidden", "16", "--batch-size", "4", "--num-steps", "8", "--epochs", "2"]
@@ -155,7 +157,29 @@ def test_existing_run_is_refused_then_forced_then_resumed(tmp_path, corpus, caps
     assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--json"]) == 0
     assert last_json(capsys)["epochs"] == 3
     assert main(["train", "--out", str(out), "--resume", "--hidden", "32"]) == 2
-    assert "cannot change --hidden" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot change --hidden (the run has 16, given 32)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_same_command_with_resume_appended_continues(tmp_path, corpus, capsys):
+    """A crash after the first checkpoint: rerunning the command with --resume finishes the run
+    exactly as if nothing had happened (same flags are not a change)."""
+    args = ["train", "--corpus", str(corpus), "--quiet", "--save-every", "5", *TINY]
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    assert main([*args, "--out", str(straight)]) == 0
+    assert main([*args, "--out", str(crashed)]) == 0
+    checkpoints = ckpt.list_checkpoints(crashed)
+    for _, path in checkpoints[1:]:  # as if the process died right after the first checkpoint
+        shutil.rmtree(path)
+    assert main([*args, "--out", str(crashed), "--resume"]) == 0
+    capsys.readouterr()
+    newest = [ckpt.list_checkpoints(run)[-1][1] for run in (straight, crashed)]
+    assert newest[0].name == newest[1].name
+    a, b = (ckpt.read_tensors(path, ckpt.WEIGHTS) for path in newest)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main([*args, "--out", str(crashed), "--resume", "--cell", "lstm"]) == 2
+    assert "cannot change --cell (the run has 'gru', given 'lstm')" in capsys.readouterr().err
 
 
 def test_installed_command_runs(run):
@@ -231,7 +255,7 @@ def test_non_utf8_names_the_byte_offset(tmp_path, capsys):
         (["--prefix", "the", "--temperature", "-0.5"], "--temperature must be a finite"),
         (["--prefix", "the", "--temperature", "inf"], "--temperature must be a finite"),
         (["--prefix", "the", "--temperature", "nan"], "--temperature must be a finite"),
-        (["--prefix", "the", "--top-k", "0"], "--top-k must be at least 1"),
+        (["--prefix", "the", "--show", "0"], "--show must be at least 1"),
     ],
 )
 def test_bad_predict_input(run, capsys, extra, message):
@@ -381,7 +405,7 @@ def test_scratch_checkpoint_loads_into_torch_and_predicts_the_same(tmp_path, cor
     from torch import nn
 
     from rnnlab import cells
-    from rnnlab.runs import load_run
+    from rnnlab.training import load_run
 
     assert isinstance(load_run(out).model.rnn, cells.LSTM)  # trained with the scratch cells
     assert isinstance(load_run(out, impl="torch").model.rnn, nn.LSTM)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from rnnlab.demos import srn_demo
 from rnnlab.errors import UsageError
+from rnnlab.experiments.demos import srn_demo
 
 
 def test_identity_demo_agrees_and_shows_hand_numbers():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.gradflow import hidden_grad_norms
+from rnnlab.gradflow import gradflow_windows, hidden_grad_norms
 from rnnlab.model import RNNLM, ModelConfig, detach_state
 
 
@@ -42,3 +42,15 @@ def test_plain_rnn_with_small_weights_vanishes():
         model.rnn.weight_hh_l0.mul_(0.3)
     norms = hidden_grad_norms(model, torch.randint(5, (4, 30)), torch.randint(5, (4, 30)))
     assert norms[-1] < 1e-6 * norms[0]
+
+
+def test_gradflow_windows_are_fixed_by_the_seed():
+    ids = torch.arange(100)
+    X, Y = gradflow_windows(ids, 10, count=5, seed=3)
+    assert X.shape == (5, 10) and X.dtype == torch.int64
+    assert torch.equal(Y, X + 1)  # each target is the next character
+    assert torch.equal(gradflow_windows(ids, 10, count=5, seed=3)[0], X)
+    starts = torch.randint(100 - 10 - 1, (5,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(X[:, 0], starts)
+    assert gradflow_windows(torch.arange(11), 10) is None  # no room for the last target
+    assert gradflow_windows(torch.arange(12), 10) is not None

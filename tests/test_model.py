@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.cli import forward_check
 from rnnlab.errors import UsageError
-from rnnlab.model import RNNLM, ModelConfig, detach_state
+from rnnlab.model import RNNLM, ModelConfig, detach_state, forward_check
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnnlab.errors import UsageError
-from rnnlab.pairs import (
+from rnnlab.seq2seq.pairs import (
     ANTONYM_PAIRS,
     COURSE_PAIRS,
     DATE_FORMATS,

@@ -8,11 +8,11 @@ import pytest
 
 from rnnlab.cli import main
 from rnnlab.corpus import DataConfig
+from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
 from rnnlab.model import ModelConfig
 from rnnlab.presets import PRESETS, get_preset
-from rnnlab.runs import prepare_data
-from rnnlab.train import TrainConfig
+from rnnlab.training import TrainConfig
 
 D2L_TRAIN = dict(optimizer="sgd", lr=1.0, clip=1.0, batch_size=32, num_steps=35)
 D2L_TRAIN.update(sampling="sequential", lr_decay=1.0, epochs=500)
@@ -107,10 +107,16 @@ def test_train_chars_too_short_for_a_minibatch(tmp_path, capsys):
     assert "needs at least 1155" in err[-1]
 
 
-def test_preset_with_resume_is_refused(tmp_path, capsys):
-    code = main(["train", "--preset", "d2l", "--resume", "--out", str(tmp_path / "r")])
-    assert code == 2
-    assert "--preset cannot be used with --resume" in capsys.readouterr().err
+def test_the_preset_command_with_resume_appended_continues(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    flags = ["--train-chars", "2000", "--hidden", "32", "--epochs", "2", "--quiet"]
+    assert main(["train", "--preset", "d2l", *flags, "--max-steps", "1", "--out", out]) == 0
+    capsys.readouterr()
+    cmd = ["train", "--preset", "d2l", *flags, "--max-steps", "2", "--out", out, "--resume"]
+    assert main([*cmd, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    assert main(["train", "--preset", "d2l-concise", *flags, "--out", out, "--resume"]) == 2
+    assert "cannot change --impl (the run has 'scratch', given 'torch')" in capsys.readouterr().err
 
 
 def test_train_chars_streamed_equals_read_whole(tmp_path):

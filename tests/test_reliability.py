@@ -27,10 +27,10 @@ from safetensors.torch import load_file
 from rnnlab import checkpoint as ckpt
 from rnnlab.cli import main
 from rnnlab.corpus import DataConfig
+from rnnlab.data import prepare_data
 from rnnlab.errors import CheckpointError, NumericalError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.runs import load_run, prepare_data
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, Trainer, load_run
 
 pytestmark = pytest.mark.reliability
 
@@ -234,15 +234,14 @@ def test_run_layout_and_pruning(tmp_path, corpus):
 
 
 def test_the_best_checkpoint_is_never_pruned(tmp_path, monkeypatch):
-    import rnnlab.train
     from rnnlab.metrics import metrics_from_nll
 
     losses = iter([2.0, 2.5, 3.0, 3.5])  # held-out loss gets worse after epoch 1
 
-    def fake_evaluate(model, ids, **kwargs):
+    def fake_evaluate(self):
         return metrics_from_nll(next(losses) * 100, 100)
 
-    monkeypatch.setattr(rnnlab.train, "evaluate", fake_evaluate)
+    monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)
     run = tmp_path / "r"
     trainer = make_trainer(run, epochs=4, save_every=7, keep=1)
     trainer.fit()
@@ -678,7 +677,7 @@ def test_a_large_file_loads_with_bounded_memory(tmp_path):
     # the child's exec, which would hide the child's own peak.
     child = (
         "import sys; from rnnlab.corpus import DataConfig; "
-        "from rnnlab.runs import prepare_data; "
+        "from rnnlab.data import prepare_data; "
         "hwm = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') "
         "if l.startswith('VmHWM:')); "
         "base = hwm(); "
@@ -715,8 +714,8 @@ def trained(tmp_path_factory, corpus) -> Path:
     "extra, message",
     [
         (["--prefix", "the", "--steps", "1000001"], "--steps must be between 0 and 1,000,000"),
-        (["--prefix", "the", "--sample-top-k", "-1"], "--sample-top-k must be"),
-        (["--prefix", "the", "--top-k", "-2"], "--top-k must be at least 1"),
+        (["--prefix", "the", "--top-k", "-1"], "--top-k must be 0 (no limit) or more"),
+        (["--prefix", "the", "--show", "-2"], "--show must be at least 1"),
         (["--prefix", "x\x00"], "not in the model's vocabulary"),
         (["--prefix", "the", "--temperature", "1e400"], "--temperature must be a finite"),
     ],

@@ -3,32 +3,49 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 import torch
 
 from rnnlab import checkpoint as ckpt
+from rnnlab import cli
 from rnnlab.cli import main
+from rnnlab.cli.flags import json_line
+from rnnlab.cli.seq2seq import train_summary
 from rnnlab.decoding import DecodeConfig, greedy
 from rnnlab.errors import UsageError
-from rnnlab.pairs import ANTONYM_PAIRS, COURSE_PAIRS, Batch, PairVocab, make_batch
-from rnnlab.seq2seq import (
-    Seq2Seq,
-    Seq2SeqConfig,
-    Seq2SeqTrainConfig,
+from rnnlab.seq2seq import train as seq2seq_train
+from rnnlab.seq2seq.evaluate import (
+    EvalResult,
     beam_vs_greedy,
     decoder_step_fn,
     edit_distance,
     evaluate_pairs,
-    load_seq2seq,
-    masked_loss,
-    masked_nll,
     translate,
     translate_batch,
 )
+from rnnlab.seq2seq.model import Seq2Seq, Seq2SeqConfig, masked_loss, masked_nll
+from rnnlab.seq2seq.pairs import (
+    ANTONYM_PAIRS,
+    COURSE_PAIRS,
+    Batch,
+    PairData,
+    PairsConfig,
+    PairVocab,
+    make_batch,
+    prepare_pairs,
+)
+from rnnlab.seq2seq.runs import load_seq2seq, run_config
+from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig, Seq2SeqTrainer
+from rnnlab.training import StopRequested
 
 PAIRS = ANTONYM_PAIRS[:24]
 
@@ -217,10 +234,15 @@ def test_checkpoint_round_trip_gives_the_same_model(course_run):
     run = load_seq2seq(course_run)
     assert run.heldout == [] and run.max_target_len == 5
     files = set(os.listdir(course_run))
-    assert {"config.json", "model.safetensors", "metrics.csv", "manifest.json"} <= files
+    assert {"config.json", "heldout.tsv", "metrics.csv", "steps.csv", "manifest.json"} <= files
+    # The weights are the newest checkpoint's: the last epoch's (30 epochs of one step each).
+    [(step, newest)] = ckpt.list_checkpoints(course_run)
+    assert step == 30 and run.checkpoint == newest
+    checkpoint_files = {"model.safetensors", "state.safetensors", "trainer.json", "manifest.json"}
+    assert set(os.listdir(newest)) == checkpoint_files
     rows = (course_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,train_loss") and len(rows) == 31  # header + 30 epochs
-    weights = ckpt.read_tensors(course_run, ckpt.WEIGHTS)
+    weights = ckpt.read_tensors(newest, ckpt.WEIGHTS)
     assert all(torch.equal(weights[k], v) for k, v in run.model.state_dict().items())
 
 
@@ -285,14 +307,174 @@ def test_run_directory_rules(course_run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(lm_like))
     assert code == 3 and "is not a seq2seq run" in err
     bad = tmp_path / "tampered"
-    bad.mkdir()
-    for name in os.listdir(course_run):
-        (bad / name).write_bytes((course_run / name).read_bytes())
-    data = bytearray((bad / ckpt.WEIGHTS).read_bytes())
+    shutil.copytree(course_run, bad)
+    weights = ckpt.list_checkpoints(bad)[-1][1] / ckpt.WEIGHTS
+    data = bytearray(weights.read_bytes())
     data[-1] ^= 1
-    (bad / ckpt.WEIGHTS).write_bytes(bytes(data))
+    weights.write_bytes(bytes(data))
     code, _, err = run_cli(capsys, "translate", str(bad), "man")
     assert code == 3 and "checksum mismatch" in err
+
+
+# -- resume, signals, strict JSON ------------------------------------------------------------------
+
+# Dropout, teacher forcing below 1 and a decaying learning rate: every stream a resume restores.
+SMALL = ["--pairs", "antonyms", "--hidden", "16", "--embed", "8", "--layers", "2"]
+SMALL += ["--dropout", "0.2", "--teacher-forcing", "0.5", "--lr-decay", "0.9", "--quiet"]
+
+
+def newest_weights(run_dir) -> dict[str, torch.Tensor]:
+    return ckpt.read_tensors(ckpt.list_checkpoints(run_dir)[-1][1], ckpt.WEIGHTS)
+
+
+def metrics_without_seconds(run_dir) -> list[list[str]]:
+    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    return [line.split(",")[:6] + line.split(",")[7:] for line in lines]
+
+
+def assert_same_run(a, b) -> None:
+    wa, wb = newest_weights(a), newest_weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert metrics_without_seconds(a) == metrics_without_seconds(b)
+    assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
+
+
+def test_resume_continues_as_one_uninterrupted_run(tmp_path, capsys):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_cli(capsys, "train", *SMALL, "--epochs", "3", "--out", str(straight))[0] == 0
+    assert run_cli(capsys, "train", *SMALL, "--epochs", "1", "--out", str(resumed))[0] == 0
+    assert len(metrics_without_seconds(resumed)) == 2  # header + epoch 1
+    # The very command that started the run, with --resume and more epochs: the same flags as
+    # stored are no change.
+    code, out, err = run_cli(
+        capsys, "train", *SMALL, "--epochs", "3", "--out", str(resumed), "--resume", "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["epochs"] == 3 and summary["steps"] == 3 * 4  # 211 pairs in batches of 64
+    assert_same_run(straight, resumed)
+    assert load_seq2seq(resumed).checkpoint == ckpt.list_checkpoints(resumed)[-1][1]
+    code, _, err = run_cli(capsys, "train", "--out", str(resumed), "--resume")
+    assert code == 2 and "run already trained 3 epochs: pass a larger --epochs" in err
+
+
+def test_resume_refuses_changed_pairs_or_model_flags_naming_both_values(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *SMALL, "--epochs", "1", "--out", str(run))[0] == 0
+    before = newest_weights(run)
+    argv = ["train", "--out", str(run), "--resume", "--epochs", "2"]
+    code, _, err = run_cli(capsys, *argv, "--hidden", "32", "--pairs", "course")
+    assert code == 2
+    assert "--pairs (the run has 'antonyms', given 'course')" in err
+    assert "--hidden (the run has 16, given 32)" in err
+    code, _, err = run_cli(capsys, *argv, "--cell", "lstm")
+    assert code == 2 and "cannot change --cell (the run has 'gru', given 'lstm')" in err
+    assert all(torch.equal(before[k], v) for k, v in newest_weights(run).items())  # untouched
+    code, _, err = run_cli(capsys, "train", "--resume", "--pairs", "course")
+    assert code == 2 and "--resume needs --out DIR" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path / "empty"))
+    assert code == 3 and "cannot resume: no checkpoint" in err
+
+
+def test_resume_refuses_pairs_that_changed_since_the_run_began(tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{s}\t{t}\n" for s, t in ANTONYM_PAIRS[:40]), encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["train", "--pairs", str(pairs), "--hidden", "8", "--out", str(run)]
+    assert run_cli(capsys, *argv, "--epochs", "1")[0] == 0
+    pairs.write_text("".join(f"{s}\t{t}\n" for s, t in ANTONYM_PAIRS[:41]), encoding="utf-8")
+    code, _, err = run_cli(capsys, *argv, "--epochs", "2", "--resume")
+    assert code == 2 and "the pairs changed since the run in" in err
+
+
+def test_a_stop_inside_an_epoch_resumes_exactly(tmp_path, monkeypatch):
+    """SIGTERM during step 10 (epoch 2 of 7-step epochs): the checkpoint holds the epoch in
+    progress, and a resume from a differently initialised model ends where a straight run does."""
+    pairs_cfg = PairsConfig(pairs="antonyms")
+    model_cfg = Seq2SeqConfig(hidden=16, embed=8, layers=2, dropout=0.2)
+    train_cfg = Seq2SeqTrainConfig(epochs=2, batch_size=32, teacher_forcing=0.5)
+    data = prepare_pairs(pairs_cfg)
+
+    def new_trainer(run_dir, seed):
+        torch.manual_seed(seed)
+        model = Seq2Seq(len(data.vocab), model_cfg)
+        config = run_config(pairs_cfg, model_cfg, train_cfg, data)
+        return Seq2SeqTrainer(model, data, train_cfg, run_dir, config, log=lambda s: None)
+
+    straight = new_trainer(tmp_path / "straight", seed=0)
+    straight.fit()
+
+    stopped = new_trainer(tmp_path / "stopped", seed=0)
+    real_step = seq2seq_train.train_step
+
+    def step_then_signal(*args):
+        out = real_step(*args)
+        if stopped.step == 9:  # this is step 10
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(seq2seq_train, "train_step", step_then_signal)
+    with pytest.raises(StopRequested):
+        stopped.fit()
+    monkeypatch.undo()
+    # only the stop saved: epoch 1 ended well within SAVE_EVERY seconds
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "stopped")] == [10]
+
+    resumed = new_trainer(tmp_path / "stopped", seed=1)  # the checkpoint replaces these weights
+    resumed.resume()
+    assert (resumed.epoch, resumed.step, resumed.current.pairs_done) == (1, 10, 3 * 32)
+    last = resumed.fit()
+    assert last.train_loss == straight.history[-1].train_loss
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_sigterm_saves_then_exits_143_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "rnnlab", "seq2seq", "train", "--pairs", "course"]
+    cmd += ["--epochs", "100000", "--threads", "1", "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not proc.stdout.readline().startswith("epoch"):  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert f"continue with `rnnlab seq2seq train --out {run} --resume`" in err
+    path, _, skipped = ckpt.newest_complete(run)
+    assert not skipped and not list(run.rglob("*.tmp"))
+    epochs = len(metrics_without_seconds(run)) - 1
+    assert ckpt.checkpoint_step(path) == epochs  # saved at the step it stopped (one per epoch)
+    assert (
+        main(["seq2seq", "train", "--out", str(run), "--resume", "--epochs", str(epochs + 1)]) == 0
+    )
+    steps = [int(line.split(",")[0]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, epochs + 2))
+
+
+def test_a_diverged_figure_prints_null_never_nan():
+    nan, inf = float("nan"), float("inf")
+    result = EvalResult(
+        pairs=2, exact=0.0, cer=nan, loss=inf, mean_log_prob=nan, outputs=[], texts=[]
+    )
+    record = EpochRecord(epoch=1, step=4, train_loss=nan, eval=result, seconds=0.5, lr=0.003)
+    trainer = types.SimpleNamespace(epoch=1, step=4, run_dir="runs/x")
+    data = PairData(train=[("ab", "ba")], heldout=[], vocab=PairVocab.build([("ab", "ba")]))
+    line = json_line(train_summary(record, trainer, data, seconds=1.0))
+    assert "NaN" not in line and "Infinity" not in line
+    summary = json.loads(line)
+    assert summary["train_loss"] is None and summary["cer"] is None and summary["eval_loss"] is None
+    assert summary["exact"] == 0.0 and summary["epochs"] == 1
+    nested = {"beam_vs_greedy": {"beam_mean_log_prob": -inf}, "rows": [{"log_prob": nan}, 1.5]}
+    assert json.loads(json_line(nested)) == {
+        "beam_vs_greedy": {"beam_mean_log_prob": None},
+        "rows": [{"log_prob": None}, 1.5],
+    }
+    assert math.isnan(nan)  # (the inputs really were non-finite)
 
 
 @pytest.mark.parametrize(
@@ -324,8 +506,6 @@ def test_the_module_runs_as_a_command(course_run):
 
 
 def test_seq2seq_is_a_command_of_rnnlab(course_run, capsys):
-    from rnnlab import cli
-
     assert cli.main(["seq2seq", "translate", str(course_run), "up", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["translations"][0]["output"] == "down"

@@ -12,18 +12,26 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from rnnlab import sweep as sw
 from rnnlab.cli import build_parser, main
+from rnnlab.cli.sweep import spec_from_args
 from rnnlab.errors import UsageError
+from rnnlab.experiments import measure, runner, store
+from rnnlab.experiments.spec import (
+    CHECKPOINTS_PER_SETTING,
+    DEFAULT_AMOUNTS,
+    Budget,
+    Grid,
+    SweepSpec,
+    base_configs,
+)
 from rnnlab.metrics import evaluate
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.train import Trainer
+from rnnlab.training import Trainer
 
 # Two settings of ~2 epochs each (alphabet: 9,360 training characters; 20,480 per setting).
 TINY = [
@@ -38,12 +46,12 @@ def sweep(out: Path, *extra: str) -> int:
 
 
 def rows(out: Path) -> list[dict]:
-    return sw.read_results(out / sw.RESULTS_FILE)
+    return store.read_results(out / store.RESULTS_FILE)
 
 
 def exact(out: Path) -> list[dict]:
     """results.csv without the columns that may vary between runs (time_*, mem_*)."""
-    return [{k: r[k] for k in sw.SETTING_COLUMNS + sw.EXACT_COLUMNS} for r in rows(out)]
+    return [{k: r[k] for k in store.SETTING_COLUMNS + store.EXACT_COLUMNS} for r in rows(out)]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def finished(tmp_path_factory) -> Path:
 def test_a_finished_sweep_holds_every_table_plot_and_run(finished):
     table = rows(finished)
     assert [r["num_steps"] for r in table] == [4, 8]
-    assert list(table[0]) == list(sw.RESULT_COLUMNS)
+    assert list(table[0]) == list(store.RESULT_COLUMNS)
     assert {r["chars_trained"] for r in table} == {20_480}  # the same characters for every T
     assert [r["steps"] for r in table] == [1280, 640]
     for r in table:
@@ -69,9 +77,9 @@ def test_a_finished_sweep_holds_every_table_plot_and_run(finished):
         assert 0 <= r["clip_fraction"] <= 1 and r["grad_norm"] > 0
         assert r["time_chars_per_s"] > 0 and math.isnan(r["mem_peak_rss_mib"])  # in-process
         assert (finished / "runs" / r["key"] / "checkpoints").is_dir()
-    positions = sw.read_results(finished / sw.POSITIONS_FILE)
+    positions = store.read_results(finished / store.POSITIONS_FILE)
     assert len(positions) == 4 + 8
-    flows = sw.read_results(finished / sw.GRADFLOW_FILE)
+    flows = store.read_results(finished / store.GRADFLOW_FILE)
     assert {f["key"] for f in flows} == {table[1]["key"]} and len(flows) == 7  # T = 8 only
     text = (finished / "report.md").read_text()
     assert f"rnnlab sweep {' '.join(TINY)} --out {finished}" in text
@@ -120,9 +128,9 @@ def test_an_interrupted_sweep_continues_where_it_stopped(finished, tmp_path, mon
     monkeypatch.setattr(Trainer, "finish_epoch", original)
 
     trained = []
-    run_setting = sw.run_setting
+    run_setting = runner.run_setting
     monkeypatch.setattr(
-        sw, "run_setting", lambda job, stop: trained.append(job.key) or run_setting(job, stop)
+        runner, "run_setting", lambda job, stop: trained.append(job.key) or run_setting(job, stop)
     )
     assert main(["sweep", *TINY[:-1], "--out", str(out)]) == 0  # not --quiet: it says so
     assert "continuing: 1 of 2 settings already done" in capsys.readouterr().out
@@ -225,49 +233,49 @@ def test_report_only_needs_a_finished_sweep(tmp_path, capsys):
 
 
 def test_budget_parsing():
-    assert sw.Budget.parse("chars") == sw.Budget("chars", 2_000_000)
-    assert sw.Budget.parse("chars:2M") == sw.Budget("chars", 2_000_000)
-    assert sw.Budget.parse("chars:1.5e6").amount == 1_500_000
-    assert sw.Budget.parse("seconds:90") == sw.Budget("seconds", 90.0)
-    assert sw.Budget.parse("epochs:3") == sw.Budget("epochs", 3)
+    assert Budget.parse("chars") == Budget("chars", 2_000_000)
+    assert Budget.parse("chars:2M") == Budget("chars", 2_000_000)
+    assert Budget.parse("chars:1.5e6").amount == 1_500_000
+    assert Budget.parse("seconds:90") == Budget("seconds", 90.0)
+    assert Budget.parse("epochs:3") == Budget("epochs", 3)
 
 
-def spec(num_steps: list[int], budget: sw.Budget, batch_size: int = 32) -> sw.SweepSpec:
-    data, model, train = sw.base_configs(None, {"train": {"batch_size": batch_size}})
-    grid = sw.Grid(num_steps=num_steps)
-    return sw.SweepSpec(grid, data, model, train, budget, threads=1)
+def spec(num_steps: list[int], budget: Budget, batch_size: int = 32) -> SweepSpec:
+    data, model, train = base_configs(None, {"train": {"batch_size": batch_size}})
+    grid = Grid(num_steps=num_steps)
+    return SweepSpec(grid, data, model, train, budget, threads=1)
 
 
 def test_equal_characters_for_every_window():
-    s = spec([1, 4, 16, 64], sw.Budget("chars", 1_000_000))
+    s = spec([1, 4, 16, 64], Budget("chars", 1_000_000))
     chars = set()
     for setting in s.grid.settings():
         _, _, cfg = s.configs(setting)
         chars.add(cfg.max_steps * cfg.batch_size * cfg.num_steps)
-        assert cfg.save_every == math.ceil(cfg.max_steps / sw.CHECKPOINTS_PER_SETTING)
+        assert cfg.save_every == math.ceil(cfg.max_steps / CHECKPOINTS_PER_SETTING)
         assert cfg.seed == setting.seed_index and cfg.sampling == setting.sampling
     assert chars == {999_424}  # 1M rounded to whole 32 x 64 minibatches: under 0.1% off
     # Too small a budget to round for all: each window rounds up to whole minibatches alone.
-    s = spec([1, 64], sw.Budget("chars", 100_000))
+    s = spec([1, 64], Budget("chars", 100_000))
     assert s.chars_per_setting() == {1: 100_000, 64: 100_352}
 
 
 def test_seconds_and_epochs_budgets():
-    s = spec([4], sw.Budget("seconds", 30))
+    s = spec([4], Budget("seconds", 30))
     _, _, cfg = s.configs(s.grid.settings()[0])
     assert cfg.max_time == 30 and cfg.max_steps is None
-    s = spec([4], sw.Budget("epochs", 3))
+    s = spec([4], Budget("epochs", 3))
     _, _, cfg = s.configs(s.grid.settings()[0])
     assert cfg.epochs == 3 and cfg.max_steps is None and cfg.max_time is None
 
 
 def test_grid_order_keys_and_seeds():
-    g = sw.Grid(cell=["rnn", "gru"], num_steps=[2, 8], sampling=["random"], seeds=2)
+    g = Grid(cell=["rnn", "gru"], num_steps=[2, 8], sampling=["random"], seeds=2)
     settings = g.settings()
     assert len(settings) == 8 and g.varying() == ["cell", "num_steps", "seed_index"]
     assert g.key(settings[0]) == "timemachine-rnn-L1-torch-auto-random-T2-s0"
     assert len({g.key(s) for s in settings}) == 8
-    files = sw.Grid(corpus=["a/x.txt", "b/x.txt", "memory:8"])
+    files = Grid(corpus=["a/x.txt", "b/x.txt", "memory:8"])
     assert list(files.corpus_labels().values()) == ["x", "x_", "memory8"]
 
 
@@ -277,7 +285,7 @@ def test_reset_evaluation_scores_every_character_from_window_starts(T):
     torch.manual_seed(0)
     model = RNNLM(7, ModelConfig(cell="gru", hidden=6, layers=1, dropout=0.0)).double()
     ids = torch.randint(7, (23,))
-    metrics, per_position = sw.evaluate_windows(model, ids, T)
+    metrics, per_position = measure.evaluate_windows(model, ids, T)
     assert metrics.chars == 22 and per_position.shape == (T,)
     total, sums, counts = 0.0, torch.zeros(T, dtype=torch.float64), torch.zeros(T)
     for start in range(0, 22, T):
@@ -298,7 +306,6 @@ def test_reset_evaluation_scores_every_character_from_window_starts(T):
 
 def test_preset_is_the_base_and_flags_override(tmp_path):
     pytest.importorskip("rnnlab.presets")
-    from rnnlab.sweep_cli import spec_from_args
 
     def parse(*flags):
         return spec_from_args(build_parser().parse_args(["sweep", "--out", str(tmp_path), *flags]))
@@ -315,11 +322,11 @@ def test_preset_is_the_base_and_flags_override(tmp_path):
         ["sequential"],
         [8, 35],
     )  # axes the preset names are fixed to its values unless a flag lists them
-    assert s.budget == sw.Budget("epochs", 500) and s.preset == "d2l"
-    assert parse("--preset", "d2l", "--budget", "chars:1000").budget == sw.Budget("chars", 1000)
+    assert s.budget == Budget("epochs", 500) and s.preset == "d2l"
+    assert parse("--preset", "d2l", "--budget", "chars:1000").budget == Budget("chars", 1000)
     plain = parse()
     assert plain.model.hidden == 128 and plain.grid.num_steps == [1, 4, 16, 64]
-    assert plain.budget == sw.Budget("chars", sw.DEFAULT_AMOUNTS["chars"])
+    assert plain.budget == Budget("chars", DEFAULT_AMOUNTS["chars"])
 
 
 def test_memory_floors_come_from_the_synthetic_task(monkeypatch):
@@ -340,8 +347,8 @@ def test_memory_floors_come_from_the_synthetic_task(monkeypatch):
         def window_floor(self, num_steps):
             return 1.0 / num_steps
 
-    monkeypatch.setitem(sys.modules, "rnnlab.synthetic", types.SimpleNamespace(MemoryTask=Task))
-    floors = sw.memory_floors(["memory:3", "timemachine"], [2, 8])
+    monkeypatch.setattr(runner, "MemoryTask", Task)
+    floors = runner.memory_floors(["memory:3", "timemachine"], [2, 8])
     assert floors == {
         "memory:3": {
             "floor": pytest.approx(0.3),
@@ -349,19 +356,17 @@ def test_memory_floors_come_from_the_synthetic_task(monkeypatch):
             "window": {"2": 0.5, "8": 0.125},
         }
     }
-    monkeypatch.setitem(sys.modules, "rnnlab.synthetic", None)  # not installed: no floors
-    assert sw.memory_floors(["memory:3"], [2]) == {}
 
 
 def test_spec_differences_name_each_changed_leaf():
     old = {"grid": {"num_steps": [1, 2]}, "threads": 2}
     new = {"grid": {"num_steps": [1, 4]}, "threads": 2}
-    assert sw.spec_differences(old, new) == ["grid.num_steps: [1, 2] -> [1, 4]"]
+    assert store.spec_differences(old, new) == ["grid.num_steps: [1, 2] -> [1, 4]"]
 
 
 def test_budget_errors_are_usage_errors():
     with pytest.raises(UsageError, match="whole number"):
-        sw.Budget("chars", 10.5)
+        Budget("chars", 10.5)
 
 
 # -- the real command, spawned workers, a real signal ---------------------------------------------
@@ -379,7 +384,7 @@ def test_the_command_with_workers_stops_on_sigterm_and_continues(tmp_path):
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     )
     try:
-        first = out / "runs" / "alphabet-gru-L1-torch-auto-random-T2-s0" / sw.RESULT_JSON
+        first = out / "runs" / "alphabet-gru-L1-torch-auto-random-T2-s0" / store.RESULT_JSON
         deadline = time.monotonic() + 120
         while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -10,10 +10,11 @@ import pytest
 
 from rnnlab.cli import main
 from rnnlab.corpus import DataConfig, corpus_label, load_text, split
+from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
 from rnnlab.model import ModelConfig
-from rnnlab.runs import default_run_dir, prepare_data
 from rnnlab.synthetic import MemoryTask, is_memory
+from rnnlab.training import default_run_dir
 
 
 def conditional_entropy(codes: np.ndarray, k: int, lag: int) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from rnnlab.errors import NumericalError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.train import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, Trainer
 
 V = 11
 
@@ -145,7 +145,7 @@ def test_interrupt_mid_epoch_then_resume_is_exact(tmp_path, sampling, cell):
     import os
     import signal
 
-    from rnnlab.train import StopRequested
+    from rnnlab.training import StopRequested
 
     straight = make_trainer(tmp_path / "s", sampling=sampling, epochs=2, cell=cell)
     straight.fit()

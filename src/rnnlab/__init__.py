@@ -11,4 +11,57 @@ import os
 # set is kept.
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from rnnlab.version import __version__  # noqa: E402  (after MKL_CBWR, before torch)
+
+if TYPE_CHECKING:
+    from rnnlab.api import (
+        PATTERNS,
+        CheckpointError,
+        GenerateConfig,
+        LanguageModel,
+        Metrics,
+        Prediction,
+        RnnlabError,
+        TrainedRun,
+        UnitScore,
+        UsageError,
+        load,
+        pattern_signal,
+        rank_units,
+        train,
+    )
+
+# The Python API (rnnlab.api), imported on first use: `import rnnlab.numpy_rnn` runs this file
+# and must not pull in torch, so the names are looked up lazily (PEP 562) rather than imported.
+__all__ = [
+    "__version__",
+    "PATTERNS",
+    "CheckpointError",
+    "GenerateConfig",
+    "LanguageModel",
+    "Metrics",
+    "Prediction",
+    "RnnlabError",
+    "TrainedRun",
+    "UnitScore",
+    "UsageError",
+    "load",
+    "pattern_signal",
+    "rank_units",
+    "train",
+]
+_API = frozenset(__all__) - {"__version__"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from rnnlab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -54,7 +54,8 @@ def random_batches(
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     num_windows = (len(ids) - offset - 1) // num_steps
     starts = offset + num_steps * torch.randperm(num_windows, generator=generator)  # (N,)
-    steps = torch.arange(num_steps)  # (T,)
+    starts = starts.to(ids.device)  # the order is drawn on the CPU, the windows cut on the device
+    steps = torch.arange(num_steps, device=ids.device)  # (T,)
     for i in range(0, num_windows - batch_size + 1, batch_size):
         idx = starts[i : i + batch_size, None] + steps  # (B, T)
         yield ids[idx].long(), ids[idx + 1].long()

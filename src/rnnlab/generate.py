@@ -37,7 +37,7 @@ class GenerateConfig:
     """How to continue a prefix: greedy unless a sampling flag or --strategy says otherwise."""
 
     steps: int = field(default=0, metadata={"help": "characters to generate after the prefix (K)"})
-    top_k: int = field(default=5, metadata={"help": "how many next-character candidates to list"})
+    show: int = field(default=5, metadata={"help": "how many next-character candidates to list"})
     strategy: str | None = field(
         default=None,
         metadata={
@@ -50,7 +50,7 @@ class GenerateConfig:
         default=None,
         metadata={"help": "sampling temperature, softmax(logits / T); 0 means greedy (default 1)"},
     )
-    sample_top_k: int = field(
+    top_k: int = field(
         default=0, metadata={"help": "sample only from the N most likely characters (0: all)"}
     )
     top_p: float = field(
@@ -66,24 +66,22 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.steps <= MAX_STEPS:
             raise UsageError(f"--steps must be between 0 and {MAX_STEPS:,}, got {self.steps}")
-        if self.top_k < 1:
-            raise UsageError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.show < 1:
+            raise UsageError(f"--show must be at least 1, got {self.show}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UsageError(
                 f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}"
             )
         if self.temperature is not None:
             check_temperature(self.temperature)
-        if self.sample_top_k < 0:
-            raise UsageError(f"--sample-top-k must be 0 (all) or more, got {self.sample_top_k}")
-        check_top_k(self.sample_top_k)
+        check_top_k(self.top_k)
         check_top_p(self.top_p)
         check_beam(self.beam)
         check_length_norm(self.length_norm)
 
     def decode_config(self) -> DecodeConfig:
         """The decoding strategy these flags ask for (temperature 0 is greedy)."""
-        sampling_asked = bool(self.temperature) or self.sample_top_k > 0 or self.top_p < 1
+        sampling_asked = bool(self.temperature) or self.top_k > 0 or self.top_p < 1
         strategy = self.strategy or ("sample" if sampling_asked else "greedy")
         temperature = 1.0 if self.temperature is None else self.temperature
         if strategy == "sample" and temperature == 0:
@@ -93,7 +91,7 @@ class GenerateConfig:
             beam=self.beam,
             length_norm=self.length_norm,
             temperature=temperature if temperature > 0 else 1.0,
-            top_k=self.sample_top_k,
+            top_k=self.top_k,
             top_p=self.top_p,
             seed=self.seed,
         )
@@ -102,7 +100,7 @@ class GenerateConfig:
 @dataclass
 class Prediction:
     prefix: str
-    next: list[tuple[str, float]]  # the top-k next characters and their probabilities
+    next: list[tuple[str, float]]  # the `show` most likely next characters and their probabilities
     continuation: str
     log_prob: float  # log-likelihood of the continuation given the prefix (nats)
 
@@ -125,7 +123,7 @@ def predict(
     step = lm_step_fn(model)
     logits, _ = step(start_ids, state)  # (B, V): the distribution after the whole prefix
     probs = torch.softmax(logits.double(), dim=-1)
-    top = probs.topk(min(config.top_k, len(vocab)), dim=-1)
+    top = probs.topk(min(config.show, len(vocab)), dim=-1)
     hyps = decode(step, state, start_ids, config.steps, None, config.decode_config())
     return [
         Prediction(

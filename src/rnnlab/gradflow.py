@@ -16,6 +16,25 @@ import torch.nn.functional as F
 from rnnlab.model import RNNLM
 
 
+def gradflow_windows(
+    ids: torch.Tensor, num_steps: int, count: int = 32, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`count` windows of `num_steps` inputs and their targets, at starts drawn from `seed`.
+
+    The same seed gives the same windows, so curves measured on them compare models only.
+    Returns None when the text is too short for one window and its target.
+
+    Shapes:
+        ids: (N,) ids of one text. Returns X, Y: (count, num_steps) int64.
+    """
+    if len(ids) < num_steps + 2:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(len(ids) - num_steps - 1, (count,), generator=gen)
+    idx = starts[:, None] + torch.arange(num_steps)  # (B, T)
+    return ids[idx].long(), ids[idx + 1].long()
+
+
 def hidden_grad_norms(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ||dL/dh_t|| for the loss of the last prediction only.
 

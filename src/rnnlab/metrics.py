@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from rnnlab.model import RNNLM
+from rnnlab.model import RNNLM, eval_mode
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,27 @@ def evaluate(
     Shapes:
         ids: (N,) compact integer ids of one text.
     """
+    return metrics_from_nll(*evaluate_nll(model, ids, chunk, rows, warmup))
+
+
+@torch.no_grad()
+def evaluate_nll(
+    model: RNNLM,
+    ids: torch.Tensor,
+    chunk: int = 512,
+    rows: int = 1,
+    warmup: int = WARMUP,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """`evaluate`'s total NLL (nats) and the number of predictions it covers.
+
+    `shard` = (r, N) scores only rows r, r+N, r+2N, ... (process r of N): the N totals add up to
+    the whole text's, and the count is always the whole text's, so the processes of a
+    distributed run all-reduce NLL sums, never averages.
+    """
     if len(ids) < 2:
         raise ValueError("need at least two characters to score one prediction")
+    device = model.output.weight.device
     n = len(ids) - 1  # predictions to score
     rows = max(1, min(rows, (n - warmup) // max(warmup, 1)))  # a part at least warmup long
     if rows == 1:
@@ -70,27 +89,28 @@ def evaluate(
     # windows of width warmup + S with stride S cover predictions 0 .. warmup + rows*S - 1.
     S = -(-(n - warmup) // rows)  # ceil
     width = warmup + S
-    padded = torch.zeros(rows * S + warmup + 1, dtype=torch.long)
+    padded = torch.zeros(rows * S + warmup + 1, dtype=torch.long, device=device)
     padded[: n + 1] = ids.long()
     X_all = padded[:-1].unfold(0, width, S)[:rows]  # (R, width)
     Y_all = padded[1:].unfold(0, width, S)[:rows].clone()  # (R, width)
     Y_all[1:, :warmup] = IGNORE  # read to warm the state up, scored by the row before
-    position = torch.arange(rows)[:, None] * S + torch.arange(width)  # index of each prediction
+    position = torch.arange(rows, device=device)[:, None] * S + torch.arange(width, device=device)
     Y_all[position >= n] = IGNORE  # padding past the end of the text
-    was_training = model.training
-    model.eval()
-    try:
-        state = model.begin_state(rows)
-        total = 0.0
+    part, parts = shard
+    if parts > 1:
+        X_all, Y_all = X_all[part::parts], Y_all[part::parts]  # (R/N, width)
+        if len(X_all) == 0:
+            return 0.0, n
+    total = 0.0
+    with eval_mode(model):
+        state = model.begin_state(X_all.shape[0])
         for i in range(0, width, chunk):
             logits, state = model(X_all[:, i : i + chunk], state)  # (R, t, V)
             Y = Y_all[:, i : i + chunk]
             total += F.cross_entropy(
                 logits.flatten(0, 1), Y.flatten(), reduction="sum", ignore_index=IGNORE
             ).item()
-        return metrics_from_nll(total, n)
-    finally:
-        model.train(was_training)
+    return total, n
 
 
 IGNORE = -100  # target of a position that is read but not scored

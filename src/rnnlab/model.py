@@ -11,9 +11,14 @@ The state is exactly what `nn.RNN`/`nn.GRU` take, an (L, B, H) tensor, or for `n
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import UsageError
@@ -177,3 +182,48 @@ def detach_state(state: State) -> State:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout) for a block, then the mode the model was in before."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def forward_check(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> dict[str, Any]:
+    """Shapes, zero initial state and the initial loss of an untrained model on one minibatch.
+
+    An untrained model should be no better than a uniform guess, so its loss is about ln |V|:
+    far from it means a bug in the wiring (d2l 9.5.3's check), not a bad model.
+    """
+    model.eval()
+    B, T = X.shape
+    V = model.vocab_size
+    state0 = model.begin_state(B)
+    states = state0 if isinstance(state0, tuple) else (state0,)
+    zero = all(bool((s == 0).all()) for s in states)
+    logits, state = model(X, state0)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1)).item()
+    final = state if isinstance(state, tuple) else (state,)
+    state_shape = " + ".join(str(tuple(s.shape)) for s in final)
+    expected_state = (model.config.layers * model.num_directions, B, model.config.hidden)
+    ok = (
+        tuple(logits.shape) == (B, T, V)
+        and all(tuple(s.shape) == expected_state for s in final)
+        and zero
+        and abs(loss - math.log(V)) <= 0.2
+    )
+    return {
+        "input_shape": tuple(model.inputs(X).shape),
+        "logits_shape": tuple(logits.shape),
+        "state_shape": state_shape,
+        "zero_state": zero,
+        "loss": loss,
+        "ok": ok,
+    }

@@ -5,18 +5,28 @@ hidden units, two outputs, every weight 1, every bias 0, inputs [1,1], [1,1], [2
 state. Computing it three ways (numpy by hand, a loop over ``nn.RNNCell``, one ``nn.RNN`` call)
 and printing the steps side by side shows that the library's fused RNN is the same recurrence a
 student can do on paper.
+
+The BPTT example trains each cell briefly and measures how far back its gradient reaches: the
+norm of dL/dh_t against the distance to the loss (`rnnlab.gradflow`).
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from rnnlab.corpus import DataConfig
+from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
+from rnnlab.gradflow import gradflow_windows, hidden_grad_norms
+from rnnlab.model import RNNLM, ModelConfig
 from rnnlab.numpy_rnn import ACTIVATIONS, worked_example
+from rnnlab.plots import pyplot
+from rnnlab.training import TrainConfig, Trainer
 
 # torch's RNNs offer only tanh and relu. For the identity we use relu: relu(a) = a whenever
 # a >= 0, and in this example every pre-activation is >= 0 (non-negative inputs and weights,
@@ -152,22 +162,14 @@ def bptt_demo(
 
     Returns the printed table and, per cell, the norms at distances 1 .. num_steps - 1.
     """
-    if plot:
-        _pyplot()  # fail before a minute of training, not after
-    import tempfile
-    from pathlib import Path
-
-    from rnnlab.corpus import DataConfig
-    from rnnlab.gradflow import hidden_grad_norms
-    from rnnlab.model import RNNLM, ModelConfig
-    from rnnlab.runs import prepare_data
-    from rnnlab.train import TrainConfig, Trainer
-
     data = prepare_data(DataConfig(corpus="timemachine"))
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(len(data.valid_ids) - num_steps - 1, (32,), generator=gen)
-    idx = starts[:, None] + torch.arange(num_steps)  # (B, T) held-out windows
-    X, Y = data.valid_ids[idx].long(), data.valid_ids[idx + 1].long()
+    windows = gradflow_windows(data.valid_ids, num_steps, count=32, seed=seed)  # held-out
+    if windows is None:
+        raise UsageError(
+            f"demo bptt: --num-steps {num_steps} is longer than the held-out text "
+            f"({len(data.valid_ids):,} characters)"
+        )
+    X, Y = windows  # (32, T)
     curves: dict[str, list[float]] = {}
     ppl: dict[str, float] = {}
     for cell in cells:
@@ -208,21 +210,9 @@ def bptt_demo(
     return "\n".join(lines), curves
 
 
-def _pyplot() -> ModuleType:
-    """matplotlib.pyplot with the Agg backend; optional, imported only when a plot is asked for."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'rnnlab[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_curves(curves: dict[str, list[float]], path: str, num_steps: int) -> None:
-    plt = _pyplot()
-
+    """The norms against k, one line per cell, log scale; the format follows `path`'s suffix."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for cell, norms in curves.items():
         ax.semilogy(range(1, len(norms) + 1), norms, label=cell.upper())

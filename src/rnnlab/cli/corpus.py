@@ -1,7 +1,4 @@
-"""`rnnlab corpus pinyin IN OUT`: make a corpus file; flags in, the library, one summary line out.
-
-`rnnlab.cli` hooks this in with `add_parser(sub)` and dispatches the `corpus` command to `run`.
-"""
+"""`rnnlab corpus pinyin IN OUT`: make a corpus file; flags in, the library, one line out."""
 
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ punctuation, spaces and other symbols are dropped. u-umlaut is written v (lv, nv
 Train on the result with `rnnlab train --corpus OUT`."""
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add `corpus` with its `pinyin` subcommand to a subparsers action."""
     parser = subparsers.add_parser("corpus", help="make a corpus file: pinyin from Chinese text")
     sub = parser.add_subparsers(dest="corpus_command", required=True, parser_class=type(parser))
@@ -46,7 +43,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--encoding", default="utf-8", help="text encoding of IN (e.g. gb18030; default: utf-8)"
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    return parser
 
 
 def check_output(path: Path, force: bool) -> None:
@@ -81,3 +77,6 @@ def run(args: argparse.Namespace) -> int:
         f"{result.distinct_chars} distinct characters"
     )
     return 0
+
+
+COMMANDS = {"corpus": run}

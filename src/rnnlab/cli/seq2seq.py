@@ -1,13 +1,13 @@
 """`rnnlab seq2seq train|translate|evaluate`: flags into configs, then the library, nothing more.
 
-`rnnlab.cli` hooks this in with `add_parser(sub)` and dispatches the `seq2seq` command to `run`.
-`main` builds the same command line on its own (for tests and `python -m rnnlab.seq2seq_cli`).
+`rnnlab.cli` hooks this in with `add_parsers(sub, common)` and dispatches the `seq2seq` command to
+`run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,24 +15,24 @@ from typing import Any
 
 import torch
 
+from rnnlab import checkpoint as ckpt
+from rnnlab.cli.flags import add_config_args, config_from, flag, given, json_line, stderr
 from rnnlab.decoding import DecodeConfig
 from rnnlab.errors import UsageError
 from rnnlab.model import count_parameters
-from rnnlab.pairs import PairsConfig, load_pairs, prepare_pairs
-from rnnlab.runs import claim_run_dir
-from rnnlab.seq2seq import (
+from rnnlab.seq2seq.evaluate import beam_vs_greedy, evaluate_pairs, translate
+from rnnlab.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from rnnlab.seq2seq.pairs import PairData, PairsConfig, load_pairs, prepare_pairs
+from rnnlab.seq2seq.runs import (
     RUN_FILES,
-    Seq2Seq,
-    Seq2SeqConfig,
-    Seq2SeqTrainConfig,
-    Seq2SeqTrainer,
-    beam_vs_greedy,
+    check_same_pairs,
+    configs_from_json,
     default_run_dir,
-    evaluate_pairs,
     load_seq2seq,
     run_config,
-    translate,
 )
+from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig, Seq2SeqTrainer
+from rnnlab.training import StopRequested, claim_run_dir
 
 SHOW_DEFAULT = 5
 
@@ -48,8 +48,6 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
-    from rnnlab.cli import add_config_args  # lazy: rnnlab.cli imports this module
-
     add_config_args(p, DecodeConfig)
     p.add_argument(
         "--max-len",
@@ -59,10 +57,8 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add `seq2seq` with its train/translate/evaluate subcommands to a subparsers action."""
-    from rnnlab.cli import add_config_args  # lazy: rnnlab.cli imports this module
-
     parser = subparsers.add_parser(
         "seq2seq", help="character encoder-decoder: train on word pairs, translate, evaluate"
     )
@@ -74,6 +70,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_config_args(p, Seq2SeqTrainConfig)
     p.add_argument("--out", type=Path, help="run directory (default: runs/seq2seq-PAIRS-CELL-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
+    )
     _add_common_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
@@ -93,38 +92,78 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--show", type=int, default=SHOW_DEFAULT, help="wrong outputs to list (default: 5)"
     )
     _add_common_args(p)
-    return parser
 
 
 # -- commands -------------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab.cli import config_from
+def resumed_configs(
+    args: argparse.Namespace, stored: dict[str, Any]
+) -> tuple[PairsConfig, Seq2SeqConfig, Seq2SeqTrainConfig]:
+    """The stored configs of the run in --out, with the training flags given on top.
 
-    progress = not args.quiet and not args.json and sys.stderr.isatty()
-    log = (lambda s: None) if args.quiet or args.json else print
+    Rerunning the command that started the run, with --resume appended, must continue it: a
+    pairs or model flag equal to the stored one is no change. One that differs is refused,
+    naming both values, since the weights and the vocabulary could not follow.
+    """
+    pairs_cfg, model_cfg, stored_train = configs_from_json(stored, args.out)
+    changed = []
+    for cfg, cls in ((pairs_cfg, PairsConfig), (model_cfg, Seq2SeqConfig)):
+        for name, value in given(cls, args).items():
+            if getattr(cfg, name) != value:
+                changed.append(
+                    f"{flag(name)} (the run has {getattr(cfg, name)!r}, given {value!r})"
+                )
+    if changed:
+        raise UsageError(
+            f"cannot change {', '.join(changed)} when resuming: the run keeps its pairs and "
+            "model; drop the flag, or start a new run with another --out"
+        )
+    return pairs_cfg, model_cfg, config_from(Seq2SeqTrainConfig, args, base=stored_train)
+
+
+def new_trainer(args: argparse.Namespace, **options: Any) -> tuple[Seq2SeqTrainer, PairData]:
+    """A freshly initialised model (seeded by --seed) and the trainer of a new run."""
     pairs_cfg = config_from(PairsConfig, args)
     model_cfg = config_from(Seq2SeqConfig, args)
     train_cfg = config_from(Seq2SeqTrainConfig, args)
     data = prepare_pairs(pairs_cfg)
     run_dir = args.out or default_run_dir(pairs_cfg, model_cfg)
     claim_run_dir(run_dir, force=args.force, resume=False, files=RUN_FILES)
-
     torch.manual_seed(train_cfg.seed)
     model = Seq2Seq(len(data.vocab), model_cfg)
     config = run_config(pairs_cfg, model_cfg, train_cfg, data)
-    trainer = Seq2SeqTrainer(model, data, train_cfg, run_dir, config, progress, log)
-    split = "held-out" if data.heldout else "train (no held-out set: this measures memorisation)"
-    log(
+    trainer = Seq2SeqTrainer(model, data, train_cfg, run_dir, config, **options)
+    trainer.log(
         f"training a {model_cfg.cell.upper()} encoder-decoder ({count_parameters(model):,} "
         f"parameters, vocabulary {len(data.vocab)}) on {pairs_cfg.pairs}: {len(data.train):,} "
         f"train / {len(data.heldout):,} held-out pairs -> {run_dir}"
     )
-    start = time.perf_counter()
-    last = trainer.fit()
-    seconds = time.perf_counter() - start
-    summary = {
+    return trainer, data
+
+
+def resumed_trainer(args: argparse.Namespace, **options: Any) -> tuple[Seq2SeqTrainer, PairData]:
+    """The trainer of the run in --out, restored from its newest checkpoint."""
+    if args.out is None:
+        raise UsageError("--resume needs --out DIR naming the run to continue")
+    claim_run_dir(args.out, force=False, resume=True, files=RUN_FILES)
+    stored = ckpt.read_json(args.out, ckpt.CONFIG)
+    pairs_cfg, model_cfg, train_cfg = resumed_configs(args, stored)
+    data = prepare_pairs(pairs_cfg)
+    check_same_pairs(args.out, stored, pairs_cfg, data)
+    model = Seq2Seq(len(data.vocab), model_cfg)  # the checkpoint's weights replace these
+    config = run_config(pairs_cfg, model_cfg, train_cfg, data)
+    trainer = Seq2SeqTrainer(model, data, train_cfg, args.out, config, **options)
+    trainer.resume()
+    trainer.log(f"resuming {args.out} after epoch {trainer.epoch} (step {trainer.step})")
+    return trainer, data
+
+
+def train_summary(
+    last: EpochRecord, trainer: Seq2SeqTrainer, data: PairData, seconds: float
+) -> dict[str, Any]:
+    """The `--json` line of `train`: the last epoch's figures (NaN/inf print as null)."""
+    return {
         "train_loss": last.train_loss,
         "eval_split": "heldout" if data.heldout else "train",
         "eval_pairs": last.eval.pairs,
@@ -136,22 +175,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_pairs": len(data.train),
         "heldout_pairs": len(data.heldout),
         "seconds": round(seconds, 3),
-        "run_dir": str(run_dir),
+        "run_dir": str(trainer.run_dir),
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"done: {split} exact match {last.eval.exact:.1%}, CER {last.eval.cer:.4f} on "
-            f"{last.eval.pairs:,} pairs after {trainer.epoch} epochs, {seconds:.0f} s; "
-            f"saved to {run_dir}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    log = (lambda s: None) if args.quiet or args.json else print
+    start_run = resumed_trainer if args.resume else new_trainer
+    # warnings (a damaged checkpoint skipped, other threads) are shown even with --quiet/--json
+    trainer, data = start_run(args, progress=progress, log=log, warn=stderr)
+    run_dir = trainer.run_dir
+    start = time.perf_counter()
+    try:
+        last = trainer.fit()
+    except StopRequested as stop:
+        for s in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is safe: let nothing cut
+            signal.signal(s, signal.SIG_IGN)  # the message below short
+        stderr(
+            f"stopped by {stop} at step {trainer.step} (epoch {trainer.epoch + 1}); checkpoint "
+            f"saved in {run_dir}: continue with `rnnlab seq2seq train --out {run_dir} --resume`"
         )
+        return stop.exit_code
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json_line(train_summary(last, trainer, data, seconds)))
+        return 0
+    split = "held-out" if data.heldout else "train (no held-out set: this measures memorisation)"
+    print(
+        f"done: {split} exact match {last.eval.exact:.1%}, CER {last.eval.cer:.4f} on "
+        f"{last.eval.pairs:,} pairs after {trainer.epoch} epochs, {seconds:.0f} s; "
+        f"saved to {run_dir}"
+    )
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnlab.cli import config_from
-
     decode_cfg = config_from(DecodeConfig, args)  # validate flags before touching the checkpoint
     if args.max_len < 0:
         raise UsageError(f"--max-len must be 0 (auto) or more, got {args.max_len}")
@@ -163,7 +222,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             for t in out
         ]
         summary = {"strategy": decode_cfg.strategy, "translations": rows}
-        print(json.dumps(summary, ensure_ascii=False))
+        print(json_line(summary))
         return 0
     for t in out:
         cut = "" if t.ended else "  (cut at --max-len)"
@@ -172,8 +231,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnlab.cli import config_from
-
     decode_cfg = config_from(DecodeConfig, args)
     if args.max_len < 0:
         raise UsageError(f"--max-len must be 0 (auto) or more, got {args.max_len}")
@@ -219,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ]
     summary["wrong_examples"] = wrong[: args.show]
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(json_line(summary))
         return 0
     print(
         f"{what}, {decode_cfg.strategy} decoding: exact match {result.exact:.2%}, "
@@ -239,9 +296,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate}
+SUBCOMMANDS = {"train": cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the `seq2seq` subcommand parsed by a parser that `add_parser` extended."""
-    return COMMANDS[args.seq2seq_command](args)
+    """Run the `seq2seq` subcommand named in `args`."""
+    return SUBCOMMANDS[args.seq2seq_command](args)
+
+
+COMMANDS = {"seq2seq": run}

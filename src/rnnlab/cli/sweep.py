@@ -1,6 +1,8 @@
-"""`rnnlab sweep`: flags into a `SweepSpec`, then `rnnlab.sweep`, nothing more.
+"""`rnnlab sweep`: flags into a `SweepSpec`, then `rnnlab.experiments.runner.sweep`, nothing more.
 
-`rnnlab.cli` hooks this in with `add_parser(sub)` and dispatches the `sweep` command to `run`.
+`rnnlab.cli` hooks this in with `add_parsers(sub, common)` (or `add_parser(sub)`) and dispatches
+the `sweep` command to `run` (`COMMANDS`).
+
 Grid axes take comma-separated lists; the other model, training and data flags are generated
 from the config dataclasses (minus the fields an axis or the budget sets) and override, in
 order, the dataclass defaults, the sweep's small-model defaults and a `--preset`.
@@ -15,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rnnlab.cli.flags import add_config_args
 from rnnlab.corpus import DataConfig
 from rnnlab.errors import UsageError
-from rnnlab.model import ModelConfig
-from rnnlab.sweep import (
+from rnnlab.experiments.runner import resolve_threads, rewrite_report, sweep
+from rnnlab.experiments.spec import (
     DEFAULT_AMOUNTS,
     DEFAULT_GRID,
     GRID_FIELDS,
@@ -27,11 +30,10 @@ from rnnlab.sweep import (
     SweepSpec,
     base_configs,
     grid_from_preset,
-    resolve_threads,
-    rewrite_report,
-    sweep,
 )
-from rnnlab.train import TrainConfig
+from rnnlab.model import ModelConfig
+from rnnlab.presets import get_preset
+from rnnlab.training import TrainConfig
 
 # Base-config flags a sweep takes: every field that neither an axis nor the budget sets.
 # (`bidirectional` is left out: a bidirectional language model's numbers are meaningless.)
@@ -63,8 +65,6 @@ def _default(axis: str) -> str:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `sweep` to a subparsers action."""
-    from rnnlab.cli import add_config_args  # lazy: rnnlab.cli imports this module
-
     p = subparsers.add_parser(
         "sweep",
         help="train a grid of settings (num_steps, cells, sampling, ...) under one budget and "
@@ -175,6 +175,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """The `rnnlab.cli` group interface; a sweep has its own --threads, so `common` is unused."""
+    add_parser(subparsers)
+
+
 def parse_list(flag: str, text: str, kind: type) -> list[Any]:
     """`1,2,4` -> [1, 2, 4]; a bad element is a usage error naming the flag."""
     items = [t.strip() for t in text.split(",")]
@@ -198,12 +203,6 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The sweep's spec: grid axes, base configs, budget, threads."""
     preset = None
     if args.preset:
-        try:
-            from rnnlab.presets import get_preset
-        except ImportError:
-            raise UsageError(
-                "--preset needs rnnlab.presets, which this installation lacks"
-            ) from None
         preset = get_preset(args.preset)
     axes = {
         field: parse_list(flag, getattr(args, f"axis_{flag}"), kind)
@@ -260,3 +259,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         log=log,
     )
+
+
+COMMANDS = {"sweep": run}

@@ -1,6 +1,8 @@
-"""A run from start to finish: data -> vocabulary -> ids, the run directory, loading it back.
+"""Run directories: claiming one safely, what a run records, and loading a run back.
 
-This is the glue the CLI calls; each piece it glues lives in its own module.
+A run directory holds `config.json` (everything needed to rebuild the model), the logs and the
+checkpoint directories (`rnnlab.checkpoint`). Every command that writes one goes through
+`claim_run_dir`, so no run is overwritten without `--force`.
 """
 
 from __future__ import annotations
@@ -18,127 +20,22 @@ from typing import Any
 import numpy as np
 import torch
 
-import rnnlab
 from rnnlab import checkpoint as ckpt
-from rnnlab.corpus import (
-    CHUNK_BYTES,
-    STREAM_BYTES,
-    DataConfig,
-    corpus_label,
-    is_large,
-    load_text,
-    split,
-    split_point,
-    stream_codepoints,
-)
+from rnnlab.corpus import DataConfig, corpus_label
+from rnnlab.data import Data
+from rnnlab.devices import resolve_device
 from rnnlab.errors import CheckpointError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.train import TrainConfig, Trainer
-from rnnlab.vocab import Vocab, count_codepoints, dense_counts
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.loop import Trainer
+from rnnlab.training.runtime import CPU, Runtime
+from rnnlab.version import __version__
+from rnnlab.vocab import Vocab
 
-# rnnlab's own files in a run directory (--force deletes these and nothing else); the last three
-# are the flat layout of rnnlab before checkpoint directories.
-RUN_FILES = (
-    ckpt.CONFIG,
-    ckpt.MANIFEST,
-    ckpt.METRICS,
-    ckpt.STEPS,
-    ckpt.WEIGHTS,
-    "last.safetensors",
-    ckpt.TRAINER,
-)
-
-
-@dataclass
-class Data:
-    vocab: Vocab
-    train_ids: torch.Tensor  # (N_train,) compact integer ids
-    valid_ids: torch.Tensor  # (N_valid,)
-
-
-def prepare_data(
-    config: DataConfig,
-    vocab: Vocab | None = None,
-    stream_over: int = STREAM_BYTES,
-    chunk_bytes: int = CHUNK_BYTES,
-) -> Data:
-    """Clean, split, build the vocabulary from the training part (unless given), encode both.
-
-    `config.train_chars` keeps only the start of the training part, after the split, so the
-    held-out text is the same with or without it; the vocabulary comes from the characters
-    kept (as d2l builds it from its 10,000), and held-out characters never seen become <unk>.
-    Files over `stream_over` bytes are streamed (`prepare_streamed`): same result, bounded memory.
-    """
-    if is_large(config, stream_over):
-        return prepare_streamed(config, vocab, chunk_bytes)
-    text = load_text(config)
-    train_text, valid_text = split(text, config.valid_fraction)
-    train_text = train_text[: train_end(len(train_text), config)]
-    if vocab is None:
-        vocab = Vocab.build(train_text, config.min_freq)
-    return Data(vocab, vocab.encode(train_text), vocab.encode(valid_text))
-
-
-def prepare_streamed(
-    config: DataConfig, vocab: Vocab | None = None, chunk_bytes: int = CHUNK_BYTES
-) -> Data:
-    """`prepare_data` for a file too large to hold as one string: two streamed passes.
-
-    Pass 1 counts the cleaned characters, chunk by chunk, to find the train/valid split and the
-    training text's character counts; the one chunk the split cuts is decoded again to count
-    only its training part. Pass 2 writes each chunk's ids straight into one preallocated array
-    of the narrowest exact integer type. Peak memory: that array plus a few chunks.
-    """
-    starts, lengths, counts = [], [], []
-    for start, codes in stream_codepoints(config, chunk_bytes):
-        starts.append(start)
-        lengths.append(len(codes))
-        if vocab is None:
-            counts.append(count_codepoints(codes))  # sparse: a few KB per chunk
-    n = sum(lengths)
-    n_train = split_point(n, config.valid_fraction)
-    n_kept = train_end(n_train, config)  # the training characters learnt from
-    if vocab is None:
-        train_counts = []
-        for start, length, c in zip(starts, lengths, counts, strict=True):
-            if start.char_offset + length <= n_kept:
-                train_counts.append(c)
-            elif start.char_offset < n_kept:  # the chunk the end of training cuts in two
-                _, codes = next(stream_codepoints(config, chunk_bytes, start))
-                train_counts.append(count_codepoints(codes[: n_kept - start.char_offset]))
-        vocab = Vocab.from_counts(dense_counts(train_counts), config.min_freq)
-    ids = np.empty(n, dtype=vocab.id_dtype)
-    done = 0
-    for start, codes in stream_codepoints(config, chunk_bytes):
-        end = start.char_offset + len(codes)
-        if end > n:
-            break
-        vocab.encode_codepoints(codes, ids[start.char_offset : end])
-        done = end
-    if done != n:
-        raise UsageError(f"corpus {config.corpus!r} changed while it was being read: try again")
-    return Data(vocab, torch.from_numpy(ids[:n_kept]), torch.from_numpy(ids[n_train:]))
-
-
-def train_end(n_train: int, config: DataConfig) -> int:
-    """How many characters of a training part of `n_train` are learnt from (`--train-chars`)."""
-    if config.train_chars is None:
-        return n_train
-    return min(n_train, config.train_chars)
-
-
-def encode_corpus(
-    config: DataConfig, vocab: Vocab, stream_over: int = STREAM_BYTES
-) -> torch.Tensor:
-    """The ids of a whole corpus with a given vocabulary (large files streamed)."""
-    if not is_large(config, stream_over):
-        return vocab.encode(load_text(config))
-    pieces = []
-    for _, codes in stream_codepoints(config):
-        ids = np.empty(len(codes), dtype=vocab.id_dtype)
-        vocab.encode_codepoints(codes, ids)
-        pieces.append(ids)
-    return torch.from_numpy(np.concatenate(pieces))
+# rnnlab's own files at the root of a run directory: --force deletes these (and the checkpoint
+# directories) and nothing else. WEIGHTS and TRAINER at the root are rnnlab's layout before
+# checkpoint directories.
+RUN_FILES = (ckpt.CONFIG, ckpt.MANIFEST, ckpt.METRICS, ckpt.STEPS, ckpt.WEIGHTS, ckpt.TRAINER)
 
 
 def default_run_dir(data: DataConfig, model: ModelConfig) -> Path:
@@ -185,21 +82,29 @@ def new_trainer(
     model_config: ModelConfig,
     train_config: TrainConfig,
     run_dir: Path,
+    runtime: Runtime = CPU,
     **trainer_options: Any,
 ) -> Trainer:
     """A freshly initialised model and the Trainer of a new run in `run_dir`.
 
     Every RNG is seeded from the run's seed first, so the initial weights depend on the seed
-    alone (not on what ran before in the process: a sweep's settings, a test).
+    alone (not on what ran before in the process: a sweep's settings, a test). The weights are
+    made on the CPU and then moved, so they are the same on every device and every rank; each
+    rank > 0 then gets its own dropout stream.
     """
     torch.manual_seed(train_config.seed)
     random.seed(train_config.seed)
     np.random.seed(train_config.seed)
     model = RNNLM(len(data.vocab), model_config)
+    if runtime.world.rank > 0:  # rank 0 keeps the one-process stream: N = 1 is unchanged
+        torch.manual_seed(train_config.seed + 1_000_003 * runtime.world.rank)
+    if runtime.device.type == "cuda":
+        torch.cuda.manual_seed(train_config.seed + 1_000_003 * runtime.world.rank)
     config = run_config(data_config, model_config, train_config, data.vocab)
+    config["runtime"] = runtime.record(train_config.batch_size)
     return Trainer(
         model, train_config, data.train_ids, data.valid_ids, Path(run_dir), config,
-        **trainer_options,
+        runtime=runtime, **trainer_options,
     )  # fmt: skip
 
 
@@ -208,7 +113,7 @@ def run_config(
 ) -> dict[str, Any]:
     """Everything needed to rebuild the model and understand the run, as JSON-ready data."""
     return {
-        "rnnlab_version": rnnlab.__version__,
+        "rnnlab_version": __version__,
         "torch_version": torch.__version__,
         "data": dataclasses.asdict(data),
         "model": dataclasses.asdict(model),
@@ -249,7 +154,10 @@ def _stderr(message: str) -> None:
 
 
 def load_run(
-    path: str | Path, warn: Callable[[str], None] = _stderr, impl: str | None = None
+    path: str | Path,
+    warn: Callable[[str], None] = _stderr,
+    impl: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> LoadedRun:
     """The best model of a run directory with its vocabulary and configs, verified first.
 
@@ -277,12 +185,12 @@ def load_run(
     if chosen is None:
         chosen = ckpt.best_checkpoint(run_dir, warn)
     model = RNNLM(len(vocab), model_config)
-    weights = ckpt.read_tensors(chosen, ckpt.WEIGHTS)
+    weights = ckpt.read_tensors(chosen, ckpt.WEIGHTS)  # device-free: read onto the CPU
     try:
         model.load_state_dict(weights)
     except RuntimeError:
         raise CheckpointError(
             f"weights in {str(chosen / ckpt.WEIGHTS)!r} do not fit the model in config.json"
         ) from None
-    model.eval()
+    model.to(resolve_device(device)).eval()
     return LoadedRun(run_dir, model, vocab, data, model_config, train_config, chosen)

@@ -1,0 +1,138 @@
+"""Flags from the config dataclasses, one-line usage errors, strict JSON, errors -> exit codes.
+
+Every command group builds its flags here, so each default and help text lives in one place (the
+dataclass field) and every command reports a user mistake the same way: `error: ...` on one line
+and the exit code of the `RnnlabError` raised (rnnlab.errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rnnlab.devices import DEVICE_HELP
+from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.training.distributed import teardown as distributed_teardown
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+IMPL_HELP = "load the weights into this recurrent implementation (default: the run's own)"
+RUN_HELP = (
+    "run directory written by `rnnlab train` (its best checkpoint), or one checkpoint in it: "
+    "RUN/checkpoints/step-NNNNNNNN"
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] = ()) -> None:
+    """One flag per dataclass field; unspecified flags stay absent so defaults come from `cls`."""
+    group = parser.add_argument_group(f"{cls.__name__.removesuffix('Config').lower()} options")
+    for f in dataclasses.fields(cls):
+        if only and f.name not in only:
+            continue
+        base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            group.add_argument(
+                flag(f.name),
+                dest=f.name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata.get("help"),
+            )
+            continue
+        kwargs: dict[str, Any] = {"type": _TYPES[base], "default": argparse.SUPPRESS}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if "metavar" in f.metadata:
+            kwargs["metavar"] = f.metadata["metavar"]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "" if default is None else f" (default: {default})"
+        kwargs["help"] = f"{f.metadata.get('help', '')}{shown}"
+        group.add_argument(flag(f.name), dest=f.name, **kwargs)
+
+
+def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `cls` whose flags were given on the command line, with their values."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def config_from(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """Build `cls` from the flags given on the command line, on top of `base` or the defaults."""
+    if base is not None:
+        return dataclasses.replace(base, **given(cls, args))
+    return cls(**given(cls, args))
+
+
+def common_parser() -> Parser:
+    """Flags every model-running command takes."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice); use 1 per process when running several",
+    )
+    common.add_argument("--device", default="auto", help=DEVICE_HELP)
+    return common
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _strict(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v
+
+
+def json_line(obj: dict[str, Any]) -> str:
+    """One line of strict JSON: inf/nan (a diverged model) become null, at any depth."""
+    return json.dumps(_strict(obj), ensure_ascii=False, allow_nan=False)
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a command; a user mistake becomes one `error:` line and its exit code.
+
+    Under torchrun every process runs the command: rank 0 speaks for all of them (they meet
+    the same mistakes), and a rank > 0 that fails alone (it lost its peers, say) prints one
+    line instead of a traceback, so the user reads one error, not N.
+    """
+    rank = int(os.environ.get("RANK", 0))
+    try:
+        return command()
+    except RnnlabError as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug keeps its traceback on rank 0 only
+        if rank == 0:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"error: rank {rank}: {type(e).__name__}: {first}", file=sys.stderr)
+        return 1
+    finally:
+        distributed_teardown()

@@ -1,0 +1,116 @@
+"""`rnnlab predict`, `rnnlab score` and `rnnlab evaluate`: questions put to a trained run.
+
+Each command loads the run with `rnnlab.api.load` and calls the method a notebook would call
+(`predict`, `score`, `evaluate`), then prints; the numbers come from one code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rnnlab.api import load, prediction_dict, scores_dict
+from rnnlab.cli.flags import IMPL_HELP, RUN_HELP, add_config_args, config_from, json_line, stderr
+from rnnlab.cli.train import BIDIRECTIONAL_WARNING
+from rnnlab.corpus import DataConfig
+from rnnlab.errors import UsageError
+from rnnlab.generate import GenerateConfig
+from rnnlab.model import IMPLS
+
+# The core's prediction functions build their ids on the CPU, so the commands load there.
+DEVICE = "cpu"
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
+    p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
+    p.add_argument(
+        "--prefix",
+        required=True,
+        action="append",
+        help="text to start from; repeat to continue several prefixes at once (batched)",
+    )
+    add_config_args(p, GenerateConfig)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    p = sub.add_parser("score", parents=[common], help="per-character surprisal (bits) of a text")
+    p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
+    p.add_argument("text", help="the text to score (at least two characters)")
+    p.add_argument("--show", type=int, default=10, help="list the N most surprising characters")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="loss, perplexity and bits/char of a model on a text"
+    )
+    p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
+    add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
+    lm = load(args.run, impl=args.impl, device=DEVICE)
+    if lm.run.model_config.bidirectional:
+        stderr(BIDIRECTIONAL_WARNING)
+    preds = lm.predict(args.prefix, gen_cfg)
+    if args.json:
+        results = [prediction_dict(pred) for pred in preds]
+        print(json_line(results[0] if len(results) == 1 else {"predictions": results}))
+        return 0
+    strategy = gen_cfg.decode_config().strategy
+    for pred in preds:
+        print(f"prefix: {pred.prefix!r}")
+        print("next character:")
+        for c, p in pred.next:
+            print(f"  {c!r:8} {p:.4f}")
+        if gen_cfg.steps:
+            print(f"continuation ({gen_cfg.steps} steps, {strategy}): {pred.continuation!r}")
+            print(pred.prefix + pred.continuation)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if args.show < 0:
+        raise UsageError(f"--show must be 0 or more, got {args.show}")
+    scores = load(args.run, impl=args.impl, device=DEVICE).score(args.text)
+    summary = scores_dict(args.text, scores)
+    if args.json:
+        print(json_line(summary))
+        return 0
+    mean = summary["mean_bits"]
+    print(f"{len(scores)} characters scored (the first is context only): mean {mean:.3f} bits/char")
+    worst = sorted(range(len(scores)), key=lambda i: -scores[i][1])[: args.show]
+    for i in sorted(worst):
+        c, b = scores[i]
+        context = args.text[max(0, i - 12) : i + 1]
+        print(f"  {b:6.2f} bits  {c!r:6} after {context!r}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    lm = load(args.run, impl=args.impl, device=DEVICE)
+    if hasattr(args, "corpus"):
+        m = lm.evaluate(
+            corpus=args.corpus,
+            cleaning=getattr(args, "cleaning", None),
+            encoding=getattr(args, "encoding", "utf-8"),
+        )  # a large file is streamed
+        what = f"{args.corpus} (whole text)"
+    else:
+        m = lm.evaluate()
+        what = f"{lm.run.data.corpus} held-out split"
+    if args.json:
+        print(json_line({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
+    else:
+        print(
+            f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
+            f"{m.bpc:.3f} bits/char over {m.chars:,} characters"
+        )
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "score": cmd_score, "evaluate": cmd_evaluate}

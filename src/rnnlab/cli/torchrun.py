@@ -1,0 +1,70 @@
+"""`rnnlab torchrun ...`: PyTorch's torchrun, with rnnlab's exit codes and one-line errors.
+
+`torchrun --standalone --nproc-per-node N -m rnnlab train ...` works as it is; this command takes
+exactly torchrun's arguments and runs the same launcher in-process, but reports the way every
+rnnlab command does: the failing rank's own exit code (2 bad input, 3 checkpoint, 4 NaN) instead
+of torchrun's 1, 130/143 when the launcher is interrupted (after the ranks saved), and one line
+instead of torchrun's failure report and traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser
+from torch.distributed.run import run as torchrun
+
+from rnnlab.errors import UsageError
+
+RNNLAB_CODES = (2, 3, 4, 130, 143)  # exit codes whose one-line message the rank printed itself
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Listed in `rnnlab --help`; `rnnlab.cli.main` hands its arguments to torchrun unparsed."""
+    sub.add_parser(
+        "torchrun",
+        add_help=False,
+        help="torchrun with rnnlab's exit codes: rnnlab torchrun --standalone --nproc-per-node N "
+        "-m rnnlab train ...",
+    )
+
+
+def launch(argv: list[str]) -> int:
+    """Run torchrun on `argv` (its own arguments) and return rnnlab's exit code."""
+    parser = get_args_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse printed its one-line complaint
+        raise UsageError("rnnlab torchrun: bad torchrun arguments (see `torchrun --help`)") from (
+            None if e.code else e
+        )
+    for name in list(logging.root.manager.loggerDict):  # one line from us instead of its logs
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun(args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        code = failure.exitcode
+        if code < 0:  # killed by a signal
+            name = signal.Signals(-code).name
+            print(f"error: rank {rank} was killed by {name}", file=sys.stderr)
+            return 128 - code
+        if code not in RNNLAB_CODES:
+            print(f"error: rank {rank} failed with exit code {code}", file=sys.stderr)
+        return code
+    except SignalException as e:  # the launcher was interrupted; the ranks saved and exited
+        return 128 + int(e.sigval)
+    return 0
+
+
+COMMANDS: dict[str, Any] = {}  # dispatched by rnnlab.cli.main before argument parsing

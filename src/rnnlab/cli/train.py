@@ -1,0 +1,177 @@
+"""`rnnlab train` and `rnnlab check`: flags into configs, then `rnnlab.training`, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.batches import make_batches
+from rnnlab.cli.flags import add_config_args, config_from, given, json_line, stderr
+from rnnlab.corpus import DataConfig
+from rnnlab.data import prepare_data
+from rnnlab.devices import describe, resolve_device
+from rnnlab.errors import UsageError
+from rnnlab.model import RNNLM, ModelConfig, forward_check
+from rnnlab.presets import PRESETS, Preset, get_preset
+from rnnlab.training import StopRequested, TrainConfig
+from rnnlab.training.runtime import RuntimeConfig, model_for_device, setup_runtime
+from rnnlab.training.session import finish_run, resume_configs, start_run
+
+BIDIRECTIONAL_WARNING = (
+    "warning: --bidirectional language model: its backward pass reads the very characters it "
+    "must predict, so its teacher-forced loss is meaningless and its generated text garbage"
+)
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train", parents=[common], help="train a language model and save it to a run directory"
+    )
+    add_config_args(p, DataConfig)
+    add_config_args(p, ModelConfig)
+    add_config_args(p, TrainConfig)
+    add_config_args(p, RuntimeConfig, only=("precision", "tf32", "deterministic"))
+    p.add_argument("--out", type=Path, help="run directory (default: runs/CORPUS-CELL-TIME)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument("--resume", action="store_true", help="continue training the run in --out")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        metavar="NAME",
+        help=f"start from a named configuration ({', '.join(PRESETS)}); flags given explicitly "
+        "override its values",
+    )
+
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="one untrained forward pass: shapes, zero state, loss ~ ln|V|",
+    )
+    add_config_args(p, DataConfig)
+    add_config_args(p, ModelConfig)
+    add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
+
+
+def new_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The configs of a new run: dataclass defaults, then the preset, then the flags given."""
+    preset = get_preset(args.preset) if args.preset else None
+    data_cfg = config_from(DataConfig, args, preset and DataConfig(**preset.data))
+    model_cfg = config_from(ModelConfig, args, preset and ModelConfig(**preset.model))
+    train_cfg = config_from(TrainConfig, args, preset and TrainConfig(**preset.train))
+    if preset and not args.quiet:
+        stderr(f"preset {preset.name}: {preset.description}. {preset.note}")
+    return data_cfg, model_cfg, train_cfg
+
+
+def resumed_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The run's stored configs; the flags (and a preset's values) given are checked against
+    them, and the training flags given apply on top."""
+    preset: Preset | None = get_preset(args.preset) if args.preset else None
+    return resume_configs(
+        args.out,
+        {**(preset.data if preset else {}), **given(DataConfig, args)},
+        {**(preset.model if preset else {}), **given(ModelConfig, args)},
+        given(TrainConfig, args),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    log = (lambda s: None) if args.quiet or args.json else print
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out DIR naming the run to continue")
+        data_cfg, model_cfg, train_cfg = resumed_configs(args)
+    else:
+        data_cfg, model_cfg, train_cfg = new_configs(args)
+    runtime = setup_runtime(
+        config_from(RuntimeConfig, args), train_cfg.batch_size, threads=args.threads
+    )
+    model_cfg = model_for_device(model_cfg, runtime.device, stderr)
+    trainer = start_run(
+        data_cfg, model_cfg, train_cfg, args.out, force=args.force, resume=args.resume,
+        progress=progress, log=log, warn=stderr,  # warnings are shown even with --quiet/--json
+        runtime=runtime,
+    )  # fmt: skip
+    if model_cfg.bidirectional:
+        stderr(BIDIRECTIONAL_WARNING)
+    try:
+        result = finish_run(trainer)
+    except StopRequested as stop:
+        for s in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is safe: let nothing cut
+            signal.signal(s, signal.SIG_IGN)  # the message below short
+        run_dir = trainer.run_dir
+        if runtime.world.is_main:  # rank 0 speaks for every process
+            stderr(
+                f"stopped by {stop} at step {trainer.step} (epoch {trainer.epoch + 1}); "
+                f"checkpoint saved in {run_dir}: continue with `rnnlab train --out {run_dir} "
+                "--resume`"
+            )
+        return stop.exit_code
+    summary = result.summary()
+    if not runtime.world.is_main:
+        return 0
+    if args.json:
+        print(json_line(summary))
+    else:
+        last = result.last
+        best = (
+            f"best {summary['best_valid_ppl']:.3f} at epoch {trainer.best_epoch}"
+            if trainer.best_epoch
+            else f"stopped in epoch {trainer.epoch + 1} at step {trainer.step}"
+        )
+        print(
+            f"done: held-out perplexity {last.valid.ppl:.3f} ({last.valid.bpc:.3f} bits/char), "
+            f"{best}, {result.seconds:.0f} s; saved to {trainer.run_dir}"
+        )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    data_cfg = config_from(DataConfig, args)
+    model_cfg = config_from(ModelConfig, args)
+    train_cfg = config_from(TrainConfig, args)
+    device = resolve_device(args.device)
+    model_cfg = model_for_device(model_cfg, device, stderr)
+    data = prepare_data(data_cfg)
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLM(len(data.vocab), model_cfg).to(device)
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+    ids = data.train_ids.to(device)
+    X, Y = next(
+        make_batches(ids, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling, gen)
+    )
+    # X, Y: (B, T)
+    result = forward_check(model, X, Y)
+    B, T, V = X.shape[0], X.shape[1], len(data.vocab)
+    print(
+        f"corpus {data_cfg.corpus}: vocabulary |V| = {V}, {len(data.train_ids):,} train chars"
+        + ("" if device.type == "cpu" else f" (on {describe(device)})")
+    )
+    print(
+        f"model  {model_cfg.cell} x{model_cfg.layers}, hidden {model_cfg.hidden}, "
+        f"input {'one-hot' if model.embed_size == 0 else f'embedding {model.embed_size}'}"
+    )
+    print(f"input X          {tuple(X.shape)}  (B, T) = ({B}, {T})")
+    print(f"inputs to RNN    {result['input_shape']}  (B, T, E)")
+    print(f"logits           {result['logits_shape']}  (B, T, V)")
+    print(f"state            {result['state_shape']}  (L, B, H)")
+    print(f"initial state    {'all zeros' if result['zero_state'] else 'NOT ZERO'}")
+    print(
+        f"initial loss     {result['loss']:.4f}  vs ln|V| = {math.log(V):.4f} "
+        f"(difference {result['loss'] - math.log(V):+.4f}, allowed 0.2)"
+    )
+    ok = result["ok"]
+    print("check passed" if ok else "check FAILED")
+    return 0 if ok else 1
+
+
+COMMANDS = {"train": cmd_train, "check": cmd_check}

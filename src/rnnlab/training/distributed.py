@@ -1,0 +1,193 @@
+"""Many processes, one model: torchrun + DistributedDataParallel, with one process's guarantees.
+
+Launched by `torchrun` (or `rnnlab torchrun`), every process ("rank") runs the same command. They
+share the model (DDP averages gradients in backward, so every rank takes the same step), the
+minibatch generator (every rank draws the same global B windows or streams and keeps rows
+[r*B/N, (r+1)*B/N)), and every decision: stopping on a signal or the time budget is all-reduced,
+so all ranks stop at the same step boundary; losses and held-out figures are all-reduced as NLL
+sums and character counts. Rank 0 alone writes files, after gathering what the others hold (their
+rows of the carried state, their RNG streams), so a checkpoint is the one a single process would
+write for the global batch, and any number of processes can resume it.
+
+A single process is the world of size 1: every helper here is then a no-op and costs nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.model import RNNLM, State
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands among those torchrun started (a single process by default)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    restart: int = 0  # how many times torchrun restarted the group (--max-restarts)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's rows of a global minibatch of `batch_size` rows."""
+        per = batch_size // self.size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def world_from_env() -> World:
+    """The world torchrun describes in the environment (RANK, WORLD_SIZE, ...), else one process."""
+    env = os.environ
+    return World(
+        rank=int(env.get("RANK", 0)),
+        size=int(env.get("WORLD_SIZE", 1)),
+        local_rank=int(env.get("LOCAL_RANK", 0)),
+        local_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
+        restart=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)),
+    )
+
+
+def backend_for(device: torch.device) -> str:
+    """gloo for CPU tensors, nccl for CUDA; Apple's MPS has no collective backend."""
+    if device.type == "cuda":
+        return "nccl"
+    if device.type == "mps":
+        raise UsageError(
+            "training on several processes needs a collective backend, and mps has none: "
+            "run one process on mps, or use --device cpu"
+        )
+    return "gloo"
+
+
+def setup(world: World, device: torch.device, batch_size: int) -> str | None:
+    """Join the process group (once per process); the backend, or None for one process."""
+    if not world.distributed:
+        return None
+    backend = backend_for(device)
+    if batch_size % world.size:
+        raise UsageError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly among "
+            f"{world.size} processes: use a multiple of {world.size}"
+        )
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+    return backend
+
+
+def local_device(device: torch.device, world: World) -> torch.device:
+    """One GPU per process on a node: `cuda` becomes `cuda:LOCAL_RANK`."""
+    if device.type == "cuda" and world.distributed and device.index is None:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def default_threads(world: World) -> int:
+    """Torch threads per rank when the user set none: the cores shared among local ranks (two
+    ranks of two threads on two cores run 60x slower than two ranks of one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // world.local_size)
+
+
+class DistributedLM(DistributedDataParallel):
+    """DDP around an `RNNLM` that still answers what the training step asks of a model."""
+
+    module: RNNLM
+
+    @property
+    def vocab_size(self) -> int:
+        return self.module.vocab_size
+
+    def begin_state(self, batch_size: int) -> State:
+        return self.module.begin_state(batch_size)
+
+
+def wrap(model: RNNLM, world: World, device: torch.device) -> RNNLM | DistributedLM:
+    """The model every rank trains: DDP broadcasts rank 0's initial weights to the others."""
+    if not world.distributed:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedLM(model, device_ids=ids)
+
+
+def all_reduce(values: list[float], world: World, op: str = "sum") -> list[float]:
+    """Sum (or max) a few numbers over all ranks; the values themselves for one process."""
+    if not world.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def gather_rows(state: torch.Tensor, world: World) -> torch.Tensor:
+    """The global (L, B, H) state from each rank's (L, B/N, H) rows, in rank order."""
+    if not world.distributed:
+        return state
+    parts = [torch.empty_like(state) for _ in range(world.size)]
+    dist.all_gather(parts, state.contiguous())
+    return torch.cat(parts, dim=1)
+
+
+def gather_stack(t: torch.Tensor, world: World) -> torch.Tensor:
+    """(N, ...) from each rank's tensor of the same shape (an RNG state, say), on the CPU."""
+    if not world.distributed:
+        return t[None]
+    if dist.get_backend() == "nccl":  # nccl moves CUDA tensors only
+        t = t.cuda()
+    parts = [torch.empty_like(t) for _ in range(world.size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.stack(parts).cpu()
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: object, world: World) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def on_main(world: World, action: Callable[[], None]) -> None:
+    """Run `action` on rank 0 only (claiming the run directory, say); if it refuses with an
+    `RnnlabError`, every rank raises the same one-line error, so all stop together."""
+    failure: tuple[int, str] | None = None
+    if world.is_main:
+        try:
+            action()
+        except RnnlabError as e:
+            if not world.distributed:
+                raise
+            failure = (e.exit_code, str(e))
+    failure = broadcast_object(failure, world)  # type: ignore[assignment]
+    if failure is not None:
+        error = RnnlabError(failure[1])
+        error.exit_code = failure[0]
+        raise error
