@@ -37,12 +37,14 @@ from rnnlab import checkpoint as ckpt
 from rnnlab.corpus import DataConfig, corpus_label
 from rnnlab.data import encode_corpus, prepare_data
 from rnnlab.decoding import encode_known, score_text
+from rnnlab.devices import resolve_device
 from rnnlab.errors import CheckpointError, RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, Prediction, predict
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
 from rnnlab.model import RNNLM, ModelConfig, count_parameters
 from rnnlab.presets import get_preset
 from rnnlab.training import EpochResult, LoadedRun, TrainConfig, load_run
+from rnnlab.training.runtime import RuntimeConfig, model_for_device, setup_runtime
 from rnnlab.training.session import finish_run, resume_configs, start_run
 
 __all__ = [
@@ -342,12 +344,15 @@ class LanguageModel:
             logits, _ = self.model(ids[:-1].unsqueeze(0))  # (1, T-1, V)
         finally:
             self.model.train(was_training)
-        top = torch.softmax(logits[0].double(), dim=-1).topk(min(k, len(self.vocab)), dim=-1)
         tokens = self.vocab.idx_to_token
-        return [
-            [(tokens[i], p) for p, i in zip(ps, ix, strict=True)]
-            for ps, ix in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        ]
+        out = []
+        for piece in logits[0].split(512):  # (t, V): float64 a piece at a time, not (T, V) at once
+            top = torch.softmax(piece.double(), dim=-1).topk(min(k, len(self.vocab)), dim=-1)
+            out += [
+                [(tokens[i], p) for p, i in zip(ps, ix, strict=True)]
+                for ps, ix in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+        return out
 
     def evaluate(
         self,
@@ -511,17 +516,18 @@ def load(
     Raises:
         CheckpointError: the run is missing, incomplete or corrupt (the CLI exits 3).
     """
+    resolve_device(device)  # a device that is not there is refused before any file is read
     return LanguageModel(load_run(path, warn=warn, impl=impl, device=device))
 
 
 # -- training -------------------------------------------------------------------------------------
 
-_CONFIGS: tuple[type, ...] = (DataConfig, ModelConfig, TrainConfig)
+_CONFIGS: tuple[type, ...] = (DataConfig, ModelConfig, TrainConfig, RuntimeConfig)
 
 
-def _route(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Split keyword options among the three configs by field name (the CLI's flag names)."""
-    routed: tuple[dict[str, Any], ...] = ({}, {}, {})
+def _route(options: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """Split keyword options among the four configs by field name (the CLI's flag names)."""
+    routed: tuple[dict[str, Any], ...] = ({}, {}, {}, {})
     owner = {f.name: i for i, cls in enumerate(_CONFIGS) for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in options if k not in owner)
     if unknown:
@@ -532,7 +538,7 @@ def _route(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         )
     for k, v in options.items():
         routed[owner[k]][k] = v
-    return routed  # type: ignore[return-value]
+    return routed
 
 
 @dataclass
@@ -560,10 +566,11 @@ def train(
 ) -> TrainedRun:
     """Train a language model as `rnnlab train` does, then load its best checkpoint.
 
-    Every other keyword is a field of `DataConfig`, `ModelConfig` or `TrainConfig`, named as
-    the CLI's flags with `_` for `-` (`corpus="alphabet"`, `hidden=64`, `batch_size=16`), with
-    the same defaults; an unknown name is a `UsageError`. The same arguments as
-    `rnnlab train --json` train the same weights and give the same summary (the time aside).
+    Every other keyword is a field of `DataConfig`, `ModelConfig`, `TrainConfig` or
+    `RuntimeConfig` (device, precision, ...), named as the CLI's flags with `_` for `-`
+    (`corpus="alphabet"`, `hidden=64`, `batch_size=16`), with the same defaults; an unknown name
+    is a `UsageError`. The same arguments as `rnnlab train --json` train the same weights and
+    give the same summary (the time aside); the model comes back loaded on the training device.
 
     Args:
         out: the run directory (default runs/CORPUS-CELL-TIME); refused if not empty unless
@@ -572,7 +579,7 @@ def train(
         quiet: False prints the CLI's per-epoch lines.
         progress: show a progress bar (tqdm) during each epoch.
     """
-    data_values, model_values, train_values = _route(options)
+    data_values, model_values, train_values, runtime_values = _route(options)
     p = get_preset(preset) if preset else None
     if resume:
         if out is None:
@@ -592,11 +599,13 @@ def train(
         if not quiet:
             print(message)
 
+    # As `rnnlab train`: the device and precision first, then the run on them.
+    runtime = setup_runtime(RuntimeConfig(**runtime_values), train_cfg.batch_size)
+    model_cfg = model_for_device(model_cfg, runtime.device, _stderr)
     trainer = start_run(
         data_cfg, model_cfg, train_cfg, None if out is None else Path(out), force=force,
-        resume=resume, progress=progress, log=log, warn=_stderr,
+        resume=resume, progress=progress, log=log, warn=_stderr, runtime=runtime,
     )  # fmt: skip
     result = finish_run(trainer)
-    # Loaded where training ran, when the config says (a device field), else as `load` does.
-    device = getattr(train_cfg, "device", "auto")
-    return TrainedRun(load(trainer.run_dir, device=device), result.summary(), trainer.history)
+    model = load(trainer.run_dir, device=runtime.device)
+    return TrainedRun(model, result.summary(), trainer.history)

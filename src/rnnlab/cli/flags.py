@@ -119,8 +119,11 @@ def run_command(command: Callable[[], int]) -> int:
     line instead of a traceback, so the user reads one error, not N.
     """
     rank = int(os.environ.get("RANK", 0))
+    clean = False
     try:
-        return command()
+        code = command()
+        clean = True
+        return code
     except RnnlabError as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
@@ -135,4 +138,4 @@ def run_command(command: Callable[[], int]) -> int:
         print(f"error: rank {rank}: {type(e).__name__}: {first}", file=sys.stderr)
         return 1
     finally:
-        distributed_teardown()
+        distributed_teardown(clean)

@@ -18,9 +18,6 @@ from rnnlab.errors import UsageError
 from rnnlab.generate import GenerateConfig
 from rnnlab.model import IMPLS
 
-# The core's prediction functions build their ids on the CPU, so the commands load there.
-DEVICE = "cpu"
-
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("predict", parents=[common], help="continue a prefix with a trained model")
@@ -53,7 +50,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
-    lm = load(args.run, impl=args.impl, device=DEVICE)
+    lm = load(args.run, impl=args.impl, device=args.device)
     if lm.run.model_config.bidirectional:
         stderr(BIDIRECTIONAL_WARNING)
     preds = lm.predict(args.prefix, gen_cfg)
@@ -76,7 +73,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     if args.show < 0:
         raise UsageError(f"--show must be 0 or more, got {args.show}")
-    scores = load(args.run, impl=args.impl, device=DEVICE).score(args.text)
+    scores = load(args.run, impl=args.impl, device=args.device).score(args.text)
     summary = scores_dict(args.text, scores)
     if args.json:
         print(json_line(summary))
@@ -92,7 +89,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    lm = load(args.run, impl=args.impl, device=DEVICE)
+    lm = load(args.run, impl=args.impl, device=args.device)
     if hasattr(args, "corpus"):
         m = lm.evaluate(
             corpus=args.corpus,

@@ -1,6 +1,6 @@
 """`rnnlab serve RUN [RUN ...]`: the playground in the browser, on 127.0.0.1 unless told otherwise.
 
-Every run is loaded and verified before the port is opened, so a missing or corrupt run is one
+Every run is loaded and verified before the server listens, so a missing or corrupt run is one
 `error:` line and exit 3, and a busy port one line and exit 2; then it prints the address and
 serves until Ctrl-C.
 """
@@ -18,7 +18,6 @@ import torch
 
 from rnnlab.api import load
 from rnnlab.cli.flags import IMPL_HELP, RUN_HELP, stderr
-from rnnlab.devices import DEVICE_HELP
 from rnnlab.errors import UsageError
 from rnnlab.model import IMPLS
 from rnnlab.serve.config import ServeConfig
@@ -157,7 +156,11 @@ def _serve(args: argparse.Namespace, config: ServeConfig, sock: socket.socket) -
             lifespan="on",
         )
     )
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
+        pass
+    stderr("stopped")
     return 0
 
 

@@ -70,6 +70,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="train a grid of settings (num_steps, cells, sampling, ...) under one budget and "
         "write results.csv, plots and report.md",
     )
+    _add_grid_args(p)
+    _add_config_args(p)
+    _add_running_args(p)
+    return p
+
+
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    """The axes, the seeds, the budget and the preset."""
     g = p.add_argument_group("grid (comma-separated lists; one value fixes an axis)")
     g.add_argument(
         "--num-steps",
@@ -126,6 +134,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="start from a named configuration (rnnlab.presets, e.g. d2l); its values become "
         "the base configuration and fix the axes it names, explicit flags override",
     )
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The base configs' flags: every field that neither an axis nor the budget sets."""
     add_config_args(p, DataConfig, only=DATA_FLAGS)
     rest = [f for f in MODEL_FLAGS if f not in SWEEP_MODEL_DEFAULTS]
     if rest:  # (an empty `only` would mean every field)
@@ -141,6 +153,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             help=f"{fields[name].metadata['help']} (default in a sweep: {value})",
         )
     add_config_args(p, TrainConfig, only=TRAIN_FLAGS)
+
+
+def _add_running_args(p: argparse.ArgumentParser) -> None:
+    """Where the sweep goes and how its settings run."""
     o = p.add_argument_group("running")
     o.add_argument("--out", type=Path, required=True, help="sweep directory")
     o.add_argument(
@@ -172,7 +188,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="rewrite the plots and report.md of the finished sweep in --out; train nothing",
     )
     o.add_argument("--quiet", action="store_true", help="no progress bar or per-setting lines")
-    return p
 
 
 def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:

@@ -191,6 +191,9 @@ def trend(line: list[Group], metric: str) -> Trend:
     return Trend(kind, best, line[knee_i], worse_after)
 
 
+# -- what the rules and the figures read ---------------------------------------------------------
+
+
 @dataclass
 class Context:
     """What the rules and the plots know: the groups, and the sweep's curves by run key."""

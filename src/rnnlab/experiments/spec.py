@@ -47,9 +47,6 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 }
 
 
-# -- what to run ----------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Budget:
     """How much training each setting gets: characters, wall-clock seconds or epochs."""

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from rnnlab.api import (
@@ -56,7 +56,7 @@ from rnnlab.serve.config import (
     MAX_TOP_UNITS,
     ServeConfig,
 )
-from rnnlab.serve.security import Busy, ComputePool, Guard, allowed_hosts
+from rnnlab.serve.security import SECURITY_HEADERS, Busy, ComputePool, Guard, allowed_hosts
 from rnnlab.version import __version__
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -65,19 +65,11 @@ BUILTIN_PATTERNS = tuple(p for p in PATTERNS if p != "regex")  # a regex runs in
 # -- request and answer shapes (the OpenAPI schema comes from these) ------------------------------
 
 
-def _unicode(text: str) -> str:
-    """Refuse lone surrogates: JSON can carry them, but they are no character a model knows."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("the text holds a lone surrogate (not valid Unicode)") from None
-    return text
-
-
 RunName = Annotated[str, Field(min_length=1, max_length=200, description="a run's name")]
-Prefix = Annotated[str, Field(min_length=1, max_length=MAX_PREFIX), AfterValidator(_unicode)]
-Text = Annotated[str, Field(min_length=2, max_length=MAX_TEXT), AfterValidator(_unicode)]
-AnyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
+# (pydantic refuses a lone surrogate, which JSON can carry but no model knows, as not a string.)
+Prefix = Annotated[str, Field(min_length=1, max_length=MAX_PREFIX)]
+Text = Annotated[str, Field(min_length=2, max_length=MAX_TEXT)]
+AnyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -245,6 +237,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     """Where and what, never the input or the schema's internals: `prefix: String should ...`."""
     parts = []
     for e in exc.errors()[:3]:
+        if e.get("type") == "json_invalid":
+            parts.append("the body is not valid JSON")
+            continue
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
         msg = str(e.get("msg", "invalid value"))
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -321,7 +316,9 @@ def create_app(models: Mapping[str, LanguageModel], config: ServeConfig | None =
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> StrictJSON:
-        return _error(500, "internal error: the server could not answer this request")
+        # Sent from the outermost layer, past `Guard`: the security headers go on here.
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        return _error(500, "internal error: the server could not answer this request", headers)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -108,11 +108,14 @@ class Guard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the playground has none: refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
-            await self.app(scope, receive, send)  # lifespan (websockets are not routed)
+            await self.app(scope, receive, send)  # lifespan
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = self.refusal(scope["method"], headers)
+        problem = self.refusal(scope["method"], headers, scope.get("scheme", "http"))
         if problem is not None:
             await self._reply(send, *problem)
             return
@@ -134,8 +137,14 @@ class Guard:
 
         await self.app(scope, receive, send_with_headers)
 
-    def refusal(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
-        """(status, message) when the request must be refused before routing, else None."""
+    def refusal(
+        self, method: str, headers: dict[str, str], scheme: str = "http"
+    ) -> tuple[int, str] | None:
+        """(status, message) when the request must be refused before routing, else None.
+
+        Same origin means the same scheme, host and port as the request's own (RFC 6454): the
+        page this server sent. A browser sends Origin on every cross-origin POST.
+        """
         host = headers.get("host")
         if not host or host_name(host) not in self.hosts:
             return 400, "Host header not allowed: open the playground at the address it printed"
@@ -145,7 +154,7 @@ class Guard:
         if origin is not None:
             parts = urlsplit(origin)
             same = (
-                parts.scheme in ("http", "https")
+                parts.scheme == scheme
                 and parts.netloc.lower() == host.strip().lower()
                 and host_name(parts.netloc) in self.hosts
             )
@@ -220,7 +229,7 @@ class ComputePool:
         self.workers = workers
         self.capacity = workers + queue
         self.timeout = timeout
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="rnnlab-serve")
+        self._executor: ThreadPoolExecutor | None = None  # started by the first job
         self._held = 0
         self._lock = threading.Lock()
 
@@ -241,8 +250,11 @@ class ComputePool:
                     f"the server is busy ({self.capacity} requests in progress): retry shortly"
                 )
             self._held += 1
+            if self._executor is None:  # first job, or the first since a shutdown
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="rnnlab-serve")
+            executor = self._executor
         try:
-            future = self._executor.submit(fn, *args)
+            future = executor.submit(fn, *args)
         except BaseException:
             self._release(Future())
             raise
@@ -258,4 +270,9 @@ class ComputePool:
             ) from None
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads once their jobs end (the app's lifespan ends); a later job restarts
+        them, as when a test client runs the lifespan around each request."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)

@@ -86,7 +86,12 @@ def setup(world: World, device: torch.device, batch_size: int) -> str | None:
             f"{world.size} processes: use a multiple of {world.size}"
         )
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+        timeout = datetime.timedelta(minutes=10)
+        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+        # A group torchrun restarted (--max-restarts) may meet in the store of the one that
+        # failed: its keys would point the new ranks at dead peers. One prefix per attempt.
+        store = dist.PrefixStore(f"rnnlab/attempt-{world.restart}/", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
     return backend
 
 
@@ -170,9 +175,14 @@ def broadcast_object(obj: object, world: World) -> object:
     return box[0]
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(clean: bool = True) -> None:
+    """Leave the process group. After a clean finish the ranks first meet, so none tears its
+    connections down while another still uses them; after a failure a peer may be gone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def on_main(world: World, action: Callable[[], None]) -> None:

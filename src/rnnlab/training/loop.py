@@ -498,10 +498,10 @@ class Trainer:
                 "batch and state are re-sliced, so it continues correctly but not bit for bit"
             )
         elif "rng.torch.ranks" in tensors:
-            torch.set_rng_state(tensors["rng.torch.ranks"][world.rank])
+            torch.set_rng_state(tensors["rng.torch.ranks"][world.rank].clone())  # its own buffer
         if device.type == "cuda" and "rng.cuda.ranks" in tensors:
             streams = tensors["rng.cuda.ranks"]
-            torch.cuda.set_rng_state(streams[world.rank % len(streams)], device)
+            torch.cuda.set_rng_state(streams[world.rank % len(streams)].clone(), device)
         scaler = self.runtime.precision.scaler
         if scaler is not None and "grad_scaler" in trainer:
             scaler.load_state_dict(trainer["grad_scaler"])
@@ -509,7 +509,7 @@ class Trainer:
         if trainer.get("in_epoch"):
             rows = world.rows(self.config.batch_size)
             parts = [
-                tensors[k][:, rows].to(device)  # (L, B/N, H): this rank's rows
+                tensors[k][:, rows].contiguous().to(device)  # (L, B/N, H): this rank's rows
                 for k in sorted(k for k in tensors if k.startswith("epoch.state."))
             ]
             state: State | None = None

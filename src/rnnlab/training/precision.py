@@ -49,6 +49,8 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         raise UsageError(f"unknown --precision {name!r}: use one of {', '.join(PRECISIONS)}")
     if name == "fp32":
         return Precision("fp32", device.type)
+    if name == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM; bf16 is the CPU's
+        raise UsageError("--precision fp16 needs a GPU (cuda or mps): on the CPU use bf16 or fp32")
     if device.type == "mps" and name == "bf16" and not torch.backends.mps.is_macos_or_newer(14, 0):
         raise UsageError("--precision bf16 needs macOS 14 or newer on mps: use fp16 or fp32")
     if device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():

@@ -81,7 +81,11 @@ async function pump(ch) {
   while (ch.next) {
     const job = ch.next;
     ch.next = null;
-    await job();
+    try {
+      await job();
+    } catch (error) {
+      console.error(error);  // a bug in a job must not stop the channel for good
+    }
   }
   ch.busy = false;
 }
@@ -139,6 +143,25 @@ function column(container, name) {
   return box;
 }
 
+// One column per run: its answer, or (beside the other run's answer) its own refusal.
+function renderColumns(container, names, results, render, statusId) {
+  container.replaceChildren();
+  const errors = [];
+  results.forEach((result, i) => {
+    const box = column(container, names[i]);
+    if (result.status === "fulfilled") {
+      render(box, result.value, names[i]);
+      return;
+    }
+    const message = result.reason.message;
+    if (names.length > 1) box.append(el("p", { class: "status", text: `error: ${message}` }));
+    errors.push(names.length > 1 ? `${names[i]}: ${message}` : message);
+  });
+  status(statusId, errors.join("; "));
+}
+
+const settled = (names, request) => Promise.allSettled(names.map(request));
+
 // Colours: white to red for surprisal; blue - white - red for an activation.
 function heat(t) {
   const x = Math.max(0, Math.min(1, t));
@@ -178,17 +201,10 @@ function updateNext() {
   const names = runsShown();
   const prefix = state.prefix;
   latest("next", async () => {
-    try {
-      const answers = await Promise.all(names.map((n) => api("/api/predict", predictBody(n, 0))));
-      container.replaceChildren();
-      answers.forEach((answer, i) => renderNext(column(container, names[i]), answer));
-      container.dataset.prefix = prefix;
-      status("next-status", "");
-    } catch (error) {
-      container.replaceChildren();
-      container.dataset.prefix = prefix;
-      status("next-status", error.message);
-    }
+    const results = await settled(names, (n) => api("/api/predict", predictBody(n, 0)));
+    if (!state.prefix) return;  // cleared while the answer was on its way
+    renderColumns(container, names, results, renderNext, "next-status");
+    container.dataset.prefix = prefix;
   });
 }
 
@@ -233,35 +249,31 @@ function generate() {
   latest("generate", async () => {
     $("generate").disabled = true;
     try {
-      const answers = await Promise.all(names.map((n) => api("/api/predict", predictBody(n, steps))));
-      container.replaceChildren();
-      answers.forEach((answer, i) => {
-        const box = column(container, names[i]);
-        box.append(
-          el(
-            "p",
-            {
-              class: "continuation mono", "data-testid": "continuation", "data-run": names[i],
-              "data-continuation": answer.continuation,
-            },
-            el("span", { class: "given", text: answer.prefix }),
-            el("span", { class: "generated", text: answer.continuation }),
-          ),
-        );
-        const n = Array.from(answer.continuation).length;
-        const lp = answer.log_prob;
-        const figure = lp === null || n === 0 ? "" :
-          `log-likelihood ${lp.toFixed(2)} nats (${(-lp / Math.LN2 / n).toFixed(3)} bits/char)`;
-        box.append(el("p", { class: "figure", text: figure }));
-      });
-      status("gen-status", "");
-    } catch (error) {
-      container.replaceChildren();
-      status("gen-status", error.message);
+      const results = await settled(names, (n) => api("/api/predict", predictBody(n, steps)));
+      renderColumns(container, names, results, renderContinuation, "gen-status");
     } finally {
       $("generate").disabled = false;
     }
   });
+}
+
+function renderContinuation(box, answer, name) {
+  box.append(
+    el(
+      "p",
+      {
+        class: "continuation mono", "data-testid": "continuation", "data-run": name,
+        "data-continuation": answer.continuation,
+      },
+      el("span", { class: "given", text: answer.prefix }),
+      el("span", { class: "generated", text: answer.continuation }),
+    ),
+  );
+  const n = Array.from(answer.continuation).length;
+  const lp = answer.log_prob;
+  const figure = lp === null || n === 0 ? "" :
+    `log-likelihood ${lp.toFixed(2)} nats (${(-lp / Math.LN2 / n).toFixed(3)} bits/char)`;
+  box.append(el("p", { class: "figure", text: figure }));
 }
 
 // -- surprisal heat map --------------------------------------------------------------------------
@@ -277,19 +289,14 @@ function score() {
   }
   const names = runsShown();
   latest("score", async () => {
-    try {
-      const answers = await Promise.all(names.map((n) => api("/api/score", { run: n, text, top: 5 })));
-      container.replaceChildren();
-      answers.forEach((answer, i) => renderHeat(column(container, names[i]), answer, runInfo(names[i])));
-      $("mean-bits").textContent = answers.map((a, i) =>
-        `${names.length > 1 ? names[i] + ": " : ""}mean ${bits(a.mean_bits)} bits/char`).join(", ");
-      container.dataset.text = text;
-      status("text-status", "");
-    } catch (error) {
-      container.replaceChildren();
-      $("mean-bits").textContent = "";
-      status("text-status", error.message);
-    }
+    const results = await settled(names, (n) => api("/api/score", { run: n, text, top: 5 }));
+    renderColumns(container, names, results, (box, answer, name) =>
+      renderHeat(box, answer, runInfo(name)), "text-status");
+    $("mean-bits").textContent = results
+      .map((r, i) => r.status !== "fulfilled" ? "" :
+        `${names.length > 1 ? names[i] + ": " : ""}mean ${bits(r.value.mean_bits)} bits/char`)
+      .filter(Boolean).join(", ");
+    container.dataset.text = text;
   });
 }
 
@@ -421,7 +428,9 @@ function showActivations() {
     try {
       const answer = await api("/api/states", body);
       const scale = Math.max(1, ...answer.values.map(Math.abs));  // tanh units stay in [-1, 1]
-      const signal = lastSignal && lastSignal.text === text ? lastSignal.signal : null;
+      // Underline where a yes/no pattern holds (a count, like a position, would mark everything).
+      const signal = lastSignal && lastSignal.text === text &&
+        lastSignal.signal.every((v) => v === 0 || v === 1) ? lastSignal.signal : null;
       acts.replaceChildren();
       acts.dataset.layer = String(answer.layer);
       acts.dataset.unit = String(answer.unit);
