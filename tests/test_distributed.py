@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 WORDS = "the cat sat on a mat and a dog ran to the log with a big red hat".split()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node"]
+TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node"]  # the README's one-machine command
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +200,32 @@ def test_a_killed_rank_restarts_the_group_which_ends_as_if_never_interrupted(cor
     assert proc.returncode == 0, err
     assert same_weights(straight, killed)
     assert steps(straight) == steps(killed)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_meet_through_the_c10d_rendezvous(corpus, tmp_path):
+    """The README's several-machines command, on loopback: two launchers (`--nnodes 2`, one
+    process each) meet at a c10d endpoint and train the one-process model."""
+    flags = ["--max-steps", "24", "--epochs", "1"]
+    one, nodes = tmp_path / "one", tmp_path / "nodes"
+    assert run(command(corpus, one, *flags)).returncode == 0
+    launcher = ["--nnodes", "2", "--rdzv-backend", "c10d"]
+    launcher += ["--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "two-nodes"]
+    cmd = command(corpus, nodes, *flags, nproc=1)
+    cmd = cmd[: cmd.index("torchrun") + 1] + launcher + cmd[cmd.index("torchrun") + 2 :]
+    assert "--standalone" not in cmd and cmd.count("--nproc-per-node") == 1
+    procs = [
+        subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    assert json.loads((nodes / ckpt.CONFIG).read_text())["runtime"]["world_size"] == 2
+    for (s1, loss1, _), (s2, loss2, _) in zip(steps(one), steps(nodes), strict=True):
+        assert s1 == s2 and loss2 == pytest.approx(loss1, rel=1e-5, abs=1e-6)

@@ -18,6 +18,7 @@ import torch
 from rnnlab import checkpoint as ckpt
 from rnnlab.cli.flags import add_config_args, config_from, flag, given, json_line, stderr
 from rnnlab.decoding import DecodeConfig
+from rnnlab.devices import DEVICE_HELP, describe
 from rnnlab.errors import UsageError
 from rnnlab.model import count_parameters
 from rnnlab.seq2seq.evaluate import beam_vs_greedy, evaluate_pairs, translate
@@ -30,6 +31,7 @@ from rnnlab.seq2seq.runs import (
     default_run_dir,
     load_seq2seq,
     run_config,
+    use_device,
 )
 from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig, Seq2SeqTrainer
 from rnnlab.training import StopRequested, claim_run_dir
@@ -44,6 +46,7 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
         default=0,
         help="torch CPU threads (default: torch's choice); use 1 per process when running several",
     )
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -134,10 +137,13 @@ def new_trainer(args: argparse.Namespace, **options: Any) -> tuple[Seq2SeqTraine
     model = Seq2Seq(len(data.vocab), model_cfg)
     config = run_config(pairs_cfg, model_cfg, train_cfg, data)
     trainer = Seq2SeqTrainer(model, data, train_cfg, run_dir, config, **options)
+    device = trainer.device
     trainer.log(
         f"training a {model_cfg.cell.upper()} encoder-decoder ({count_parameters(model):,} "
         f"parameters, vocabulary {len(data.vocab)}) on {pairs_cfg.pairs}: {len(data.train):,} "
-        f"train / {len(data.heldout):,} held-out pairs -> {run_dir}"
+        f"train / {len(data.heldout):,} held-out pairs"
+        + ("" if device.type == "cpu" else f", on {describe(device)}")
+        + f" -> {run_dir}"
     )
     return trainer, data
 
@@ -183,8 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     log = (lambda s: None) if args.quiet or args.json else print
     start_run = resumed_trainer if args.resume else new_trainer
+    device = use_device(args.device)  # a device that is not there: exit 2 before any work
     # warnings (a damaged checkpoint skipped, other threads) are shown even with --quiet/--json
-    trainer, data = start_run(args, progress=progress, log=log, warn=stderr)
+    trainer, data = start_run(args, progress=progress, log=log, warn=stderr, device=device)
     run_dir = trainer.run_dir
     start = time.perf_counter()
     try:
@@ -214,7 +221,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     decode_cfg = config_from(DecodeConfig, args)  # validate flags before touching the checkpoint
     if args.max_len < 0:
         raise UsageError(f"--max-len must be 0 (auto) or more, got {args.max_len}")
-    run = load_seq2seq(args.run)
+    run = load_seq2seq(args.run, use_device(args.device))
     out = translate(run.model, run.vocab, args.words, decode_cfg, args.max_len, run.max_target_len)
     if args.json:
         rows = [
@@ -237,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.show < 0:
         raise UsageError(f"--show must be 0 or more, got {args.show}")
     given = [f for f in ("pairs", "num_pairs", "data_seed") if hasattr(args, f)]
-    run = load_seq2seq(args.run)
+    run = load_seq2seq(args.run, use_device(args.device))
     if "pairs" in given:
         cfg = PairsConfig(
             pairs=args.pairs,

@@ -19,6 +19,7 @@ from typing import Any
 
 from rnnlab.cli.flags import add_config_args
 from rnnlab.corpus import DataConfig
+from rnnlab.devices import DEVICE_HELP, resolve_device
 from rnnlab.errors import UsageError
 from rnnlab.experiments.runner import resolve_threads, rewrite_report, sweep
 from rnnlab.experiments.spec import (
@@ -177,6 +178,12 @@ def _add_running_args(p: argparse.ArgumentParser) -> None:
         help="torch threads per setting (default: torch's choice with --jobs 1, else 1)",
     )
     o.add_argument(
+        "--device",
+        default="auto",
+        help=f"where every setting trains: {DEVICE_HELP} (default: auto; not part of the "
+        "sweep's configuration, so a sweep continues on another device)",
+    )
+    o.add_argument(
         "--in-process",
         action="store_true",
         help="train the settings in this process instead of one fresh worker each: faster to "
@@ -191,7 +198,8 @@ def _add_running_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """The `rnnlab.cli` group interface; a sweep has its own --threads, so `common` is unused."""
+    """The `rnnlab.cli` group interface; a sweep has its own --threads and --device (per
+    setting, in the running group), so `common` is unused."""
     add_parser(subparsers)
 
 
@@ -262,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         path = rewrite_report(args.out, command)
         print(f"report rewritten: {path}")
         return 0
+    device = resolve_device(args.device)  # a device that is not there: exit 2 before any work
     spec = spec_from_args(args)
     log = (lambda s: None) if args.quiet else print
     return sweep(
@@ -273,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         isolate=not args.in_process,
         progress=not args.quiet and sys.stderr.isatty(),
         log=log,
+        device=device,
     )
 
 

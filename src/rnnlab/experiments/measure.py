@@ -10,6 +10,9 @@
 
 The training figures come from the run's logs (steps.csv, metrics.csv), which survive resumes:
 a setting continued from a checkpoint is measured like one never interrupted.
+
+The held-out measurements run on the model's device (ids on another device are moved there
+once); per-position sums are kept in float64 on the CPU, one transfer per forward pass.
 """
 
 from __future__ import annotations
@@ -70,10 +73,11 @@ def evaluate_windows(
     the prediction made after the first input, from a zero state.
 
     Shapes:
-        ids: (N,) compact integer ids of one text.
+        ids: (N,) compact integer ids of one text, on any device (moved to the model's).
     """
     if len(ids) < 2:
         raise ValueError("need at least two characters to score one prediction")
+    ids = ids.to(model.output.weight.device)
     T = num_steps
     n = len(ids) - 1  # predictions
     full = n // T  # complete windows
@@ -102,21 +106,25 @@ def evaluate_windows(
 
 
 def window_nll(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Per-character NLL (float64) of windows each started from a zero state: (R, t) -> (R, t)."""
+    """Per-character NLL of windows each started from a zero state: (R, t) -> (R, t), float64
+    on the CPU (MPS has no float64; the sums are the CPU's whatever the device)."""
     logits, _ = model(X, model.begin_state(X.shape[0]))  # (R, t, V)
     nll = F.cross_entropy(logits.flatten(0, 1), Y.flatten(), reduction="none")  # (R*t,)
-    return nll.view(X.shape).double()
+    return nll.view(X.shape).cpu().double()
 
 
 def gradient_flow(model: RNNLM, ids: torch.Tensor, num_steps: int) -> list[float] | None:
     """||dL/dh|| k = 1 .. num_steps - 1 steps back, mean over the fixed held-out windows.
 
-    None when the text is too short for a window of `num_steps`.
+    None when the text is too short for a window of `num_steps`. The windows are drawn on the
+    CPU (a CPU generator: the same windows on every device) and then moved to the model's device.
     """
-    windows = gradflow_windows(ids, num_steps, GRADFLOW_WINDOWS, GRADFLOW_SEED)
+    windows = gradflow_windows(ids.cpu(), num_steps, GRADFLOW_WINDOWS, GRADFLOW_SEED)
     if windows is None:
         return None
-    return hidden_grad_norms(model, *windows).tolist()
+    device = model.output.weight.device
+    X, Y = (w.to(device) for w in windows)  # (W, T) each
+    return hidden_grad_norms(model, X, Y).tolist()
 
 
 def peak_rss_mib() -> float:

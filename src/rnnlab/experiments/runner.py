@@ -4,6 +4,8 @@ The parent process only plans, waits and writes the tables: each setting runs in
 (`rnnlab.experiments.worker`), `jobs` at a time, and the tables are rewritten after each one
 finishes, so an interrupted sweep continues where it stopped when the same command is rerun.
 When every setting is done, the report (`rnnlab.experiments.markdown`) is written from the tables.
+The device every setting trains on is resolved here, once, before any work; it is not part of
+the sweep's spec, so a sweep stopped on one device continues on another.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from rnnlab.batches import check_length
 from rnnlab.data import prepare_data
+from rnnlab.devices import resolve_device
 from rnnlab.errors import RnnlabError, UsageError
 from rnnlab.experiments.markdown import write_report
 from rnnlab.experiments.report_data import SweepData
@@ -82,9 +85,11 @@ class Runner:
         isolate: bool = True,
         progress: bool = False,
         log: Callable[[str], None] = print,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.spec, self.out, self.jobs, self.isolate = spec, out, jobs, isolate
         self.progress, self.log = progress, log
+        self.device = str(device)  # a worker gets it in its Job (a string: spawn pickles it)
         self.settings = spec.grid.settings()
         self.keys = [spec.grid.key(s) for s in self.settings]
         self.done: dict[str, dict[str, Any]] = {}
@@ -146,7 +151,7 @@ class Runner:
             write(f"  {key}: {w}")
 
     def _job(self, key: str, s: Setting) -> Job:
-        return Job(self.spec, s, key, self.run_dir(key), self.isolate)
+        return Job(self.spec, s, key, self.run_dir(key), self.isolate, self.device)
 
     def _run_here(
         self, todo: list[tuple[str, Setting]], guard: SignalGuard, bar: Any, cost: dict
@@ -277,8 +282,13 @@ def sweep(
     isolate: bool = True,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    device: torch.device | str = "cpu",
 ) -> int:
-    """Run (or continue) the sweep in `out`, then write the report; returns the exit code."""
+    """Run (or continue) the sweep in `out`, then write the report; returns the exit code.
+
+    `device` is where every setting trains and is measured (`--device`: auto, cpu, cuda, ...).
+    """
+    device = resolve_device(device)  # a device that is not there: refused before any work
     spec_json = spec.to_json()
     with locked(out):
         continuing = claim_sweep_dir(out, spec_json, force)
@@ -289,9 +299,12 @@ def sweep(
         settings = spec.grid.settings()
         log(
             f"sweep of {len(settings)} settings ({describe_grid(spec.grid)}), "
-            f"{spec.budget.describe()}, torch threads per setting: {spec.threads} -> {out}"
+            f"{spec.budget.describe()}, torch threads per setting: {spec.threads}"
+            # (the device's name, not `describe`: that would start CUDA in this parent too)
+            + ("" if device.type == "cpu" else f", on {device}")
+            + f" -> {out}"
         )
-        runner = Runner(spec, out, jobs, isolate, progress, log)
+        runner = Runner(spec, out, jobs, isolate, progress, log, device)
         outcome = runner.run({c: v["train_chars"] for c, v in info.items()})
         if outcome.exit_code:
             log(

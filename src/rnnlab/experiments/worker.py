@@ -4,6 +4,10 @@ Each setting trains in a fresh worker process (`multiprocessing` spawn, `worker_
 peak RSS is its own, in its own run directory `OUT/runs/KEY/` (the usual checkpoints: an
 interrupted sweep continues where it stopped when the same command is rerun). `--in-process`
 calls `run_setting` directly instead.
+
+The device (`--device`) is how a setting computes, not what it is: the parent resolves it once,
+every worker trains and measures on it, and a sweep stopped on one device continues on another
+(its checkpoints hold no device).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from rnnlab.training import (
     claim_run_dir,
     new_trainer,
 )
+from rnnlab.training.precision import set_tf32
+from rnnlab.training.runtime import Runtime, model_for_device
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Job:
     key: str
     run_dir: Path
     isolated: bool  # in a fresh process of its own: its peak RSS is the setting's
+    device: str = "cpu"  # resolved by the parent (`cuda:1`, not `auto`); not part of the spec
 
 
 def training_done(trainer: Trainer, cfg: TrainConfig) -> bool:
@@ -62,6 +69,14 @@ def training_done(trainer: Trainer, cfg: TrainConfig) -> bool:
     if cfg.max_steps is not None:
         return trainer.step >= cfg.max_steps
     return trainer.epoch >= cfg.epochs
+
+
+def setting_runtime(device: torch.device) -> Runtime:
+    """The runtime a setting trains on: `rnnlab train`'s defaults (fp32, no TF32) on `device`."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # torch.cuda.manual_seed (new_trainer) seeds this one
+        set_tf32(False)  # cuDNN allows TF32 by default: a sweep computes as `rnnlab train` does
+    return Runtime(device=device)
 
 
 def run_setting(job: Job, stop: Callable[[], int | None] = lambda: None) -> dict[str, Any]:
@@ -80,10 +95,12 @@ def run_setting(job: Job, stop: Callable[[], int | None] = lambda: None) -> dict
     if not resume:
         claim_run_dir(run_dir, force=True, resume=False)
     warnings: list[str] = []
+    runtime = setting_runtime(torch.device(job.device))
+    model_cfg = model_for_device(model_cfg, runtime.device, warnings.append)  # --impls fast
     # The initial weights come from the seed index, not the run order (new_trainer seeds).
     trainer = new_trainer(
-        data, data_cfg, model_cfg, train_cfg, run_dir, progress=False, log=lambda line: None,
-        warn=warnings.append,
+        data, data_cfg, model_cfg, train_cfg, run_dir, runtime=runtime, progress=False,
+        log=lambda line: None, warn=warnings.append,
     )  # fmt: skip
     if resume:
         trainer.resume()
@@ -128,10 +145,10 @@ def measure_setting(
     positions: list[float] | None = None
     gradflow: list[float] | None = None
     nan = float("nan")
-    if status == "ok":
-        heldout, positions = heldout_figures(model, data.valid_ids, T)
+    if status == "ok":  # trainer.valid_ids: already on the model's device
+        heldout, positions = heldout_figures(model, trainer.valid_ids, T)
         if T == job.spec.gradflow_steps():
-            gradflow = gradient_flow(model, data.valid_ids, T)
+            gradflow = gradient_flow(model, trainer.valid_ids, T)
     else:
         heldout = heldout_columns(Metrics(nan, nan, nan, 0), Metrics(nan, nan, nan, 0))
     row.update(heldout)

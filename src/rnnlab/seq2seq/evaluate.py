@@ -60,10 +60,14 @@ def translate_batch(
     config: DecodeConfig,
     max_len: int,
 ) -> list[Hypothesis]:
-    """The best hypothesis for every source of a batch under `config`'s strategy."""
+    """The best hypothesis for every source of a batch under `config`'s strategy.
+
+    Decoding runs on the model's device: the batch is moved there (a no-op when it is there).
+    """
+    batch = batch.to(model.device)
     with eval_mode(model):
         state = model.encoder(batch.src, batch.src_len)
-        start = torch.full((len(batch),), PairVocab.bos, dtype=torch.long)
+        start = torch.full((len(batch),), PairVocab.bos, dtype=torch.long, device=model.device)
         return decode(decoder_step_fn(model), state, start, max_len, PairVocab.eos, config)
 
 
@@ -147,9 +151,10 @@ def evaluate_pairs(
         for i in range(0, len(pairs), EVAL_BATCH):
             chunk = pairs[i : i + EVAL_BATCH]
             batch = make_batch(vocab, chunk)
+            symbols += int(batch.mask.sum())  # counted on the CPU, before the batch moves
+            batch = batch.to(model.device)
             logits = model(batch)  # (B, T, V) teacher-forced: the loss of the references
             total_nll += masked_nll(logits, batch.tgt_out, batch.mask).item()
-            symbols += int(batch.mask.sum())
             limit = max_len or auto_max_len([s for s, _ in chunk], max_target_len)
             hyps += translate_batch(model, batch, config, limit)
     texts = [vocab.decode(h.ids) for h in hyps]
@@ -187,9 +192,9 @@ def beam_vs_greedy(
     with eval_mode(model):
         for i in range(0, len(pairs), EVAL_BATCH):
             chunk = pairs[i : i + EVAL_BATCH]
-            batch = make_batch(vocab, chunk)
+            batch = make_batch(vocab, chunk).to(model.device)
             limit = auto_max_len([s for s, _ in chunk], max_target_len)
-            start = torch.full((len(chunk),), PairVocab.bos, dtype=torch.long)
+            start = torch.full((len(chunk),), PairVocab.bos, dtype=torch.long, device=model.device)
             state = model.encoder(batch.src, batch.src_len)
             greedy_hyps += greedy(step, state, start, limit, PairVocab.eos)
             beams = beam_search(step, state, start, beam, limit, PairVocab.eos, length_norm)

@@ -79,6 +79,7 @@ class Encoder(nn.Module):
         """The state after each row's last real character: (L, B, H) or the LSTM pair."""
         emb = self.embedding(src)  # (B, S, E)
         # Packing runs each row only over its own length; the state comes back in batch order.
+        # (The lengths are read on the CPU: `Batch.to` leaves them there.)
         packed = pack_padded_sequence(emb, src_len.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
         return state
@@ -110,6 +111,11 @@ class Seq2Seq(nn.Module):
         self.encoder = Encoder(vocab_size, config)
         self.decoder = Decoder(vocab_size, config)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: batches and start tokens are put there."""
+        return self.decoder.output.weight.device
+
     def forward(
         self,
         batch: Batch,
@@ -127,15 +133,19 @@ class Seq2Seq(nn.Module):
             logits, _ = self.decoder(batch.tgt_in, state)  # (B, T, V)
             return logits
         B, T = batch.tgt_in.shape
+        # Every coin flip at once, from the CPU generator (the same draws on every device, and
+        # the generator a checkpoint saves), then one copy to the device. Drawn row after row,
+        # they are exactly the draws of one rand(B) per step.
+        forced = torch.rand(T - 1, B, generator=generator) < teacher_forcing  # (T-1, B)
+        forced = forced.to(batch.tgt_in.device)
         ids = batch.tgt_in[:, 0]  # (B,) <bos>
         steps = []
         for t in range(T):
             step_logits, state = self.decoder(ids[:, None], state)  # (B, 1, V)
             steps.append(step_logits)
             if t + 1 < T:
-                forced = torch.rand(B, generator=generator) < teacher_forcing
                 guess = step_logits[:, 0].argmax(dim=-1)
-                ids = torch.where(forced, batch.tgt_in[:, t + 1], guess)
+                ids = torch.where(forced[t], batch.tgt_in[:, t + 1], guess)
         return torch.cat(steps, dim=1)  # (B, T, V)
 
 

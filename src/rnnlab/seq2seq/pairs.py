@@ -376,7 +376,7 @@ class Batch:
     """Padded tensors of B pairs. Lengths, not pad ids, say what counts (see `mask`).
 
     Shapes:
-        src: (B, S) source ids, right-padded        src_len: (B,) true source lengths
+        src: (B, S) source ids, right-padded        src_len: (B,) true source lengths (CPU)
         tgt_in: (B, T) <bos> y_1 .. y_n, padded      tgt_out: (B, T) y_1 .. y_n <eos>, padded
         tgt_len: (B,) n + 1, the positions of tgt_out that count
     """
@@ -391,10 +391,21 @@ class Batch:
     def mask(self) -> torch.Tensor:
         """(B, T) True where tgt_out holds a real target symbol (the <eos> included)."""
         T = self.tgt_out.shape[1]
-        return torch.arange(T)[None, :] < self.tgt_len[:, None]
+        return torch.arange(T, device=self.tgt_len.device)[None, :] < self.tgt_len[:, None]
 
     def __len__(self) -> int:
         return self.src.shape[0]
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device`, in one copy per tensor; `src_len` stays on the CPU, where
+        `pack_padded_sequence` reads its lengths (moving it would cost a copy back per batch)."""
+        return Batch(
+            src=self.src.to(device),
+            src_len=self.src_len,
+            tgt_in=self.tgt_in.to(device),
+            tgt_out=self.tgt_out.to(device),
+            tgt_len=self.tgt_len.to(device),
+        )
 
 
 def pad(seqs: Sequence[Sequence[int]], value: int = PairVocab.pad) -> torch.Tensor:

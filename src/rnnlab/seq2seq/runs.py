@@ -10,7 +10,8 @@ A run directory holds:
     checkpoints/step-NNNNNNNN/   weights, Adam, RNG streams, progress (`rnnlab.training.state`)
 
 The model loaded is the newest checkpoint's, that is the last epoch's weights: no checkpoint is
-chosen by held-out score, so the held-out figures are not tuned on.
+chosen by held-out score, so the held-out figures are not tuned on. Nothing in a run names a
+device: the weights are read onto the CPU and then moved to the device asked for.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any
 import torch
 
 from rnnlab import checkpoint as ckpt
+from rnnlab.devices import resolve_device
 from rnnlab.errors import CheckpointError, UsageError
 from rnnlab.seq2seq.model import Seq2Seq, Seq2SeqConfig
 from rnnlab.seq2seq.pairs import BUILTINS, Pair, PairData, PairsConfig, PairVocab, pairs_tsv
 from rnnlab.seq2seq.train import HELDOUT, Seq2SeqTrainConfig
+from rnnlab.training.precision import set_tf32
 from rnnlab.version import __version__
 
 # rnnlab's own files at the root of a seq2seq run: --force deletes these (and the checkpoint
@@ -40,6 +43,17 @@ RUN_FILES = (
     HELDOUT,
     ckpt.WEIGHTS,
 )
+
+
+def use_device(name: str | torch.device = "auto") -> torch.device:
+    """The device `--device` names, set up as `rnnlab train` sets up its own: refused when it is
+    not there (UsageError, before any file is read), CUDA's current device, TF32 off (cuDNN
+    allows it by default; fp32 keeps a GPU run comparable with a CPU one)."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        set_tf32(False)
+    return device
 
 
 def default_run_dir(pairs: PairsConfig, model: Seq2SeqConfig) -> Path:
@@ -143,13 +157,15 @@ def read_heldout(run_dir: Path) -> list[Pair]:
     return heldout
 
 
-def load_seq2seq(path: str | Path) -> LoadedSeq2Seq:
+def load_seq2seq(path: str | Path, device: str | torch.device = "cpu") -> LoadedSeq2Seq:
     """The model of a seq2seq run with its vocabulary, configs and held-out pairs.
 
     `path` is a run directory (its newest checkpoint is loaded) or one checkpoint directory in
     it, `RUN/checkpoints/step-NNNNNNNN`. Every file is checked against its manifest; a damaged
-    one is refused with its name, never replaced by another checkpoint's.
+    one is refused with its name, never replaced by another checkpoint's. The weights are read
+    on the CPU and moved to `device` (auto, cpu, cuda, cuda:N, mps).
     """
+    device = resolve_device(device)  # a device that is not there: refused before any file
     path = Path(path)
     chosen = path if ckpt.checkpoint_step(path) is not None else None
     run_dir = path.parent.parent if chosen is not None else path
@@ -168,7 +184,7 @@ def load_seq2seq(path: str | Path) -> LoadedSeq2Seq:
         raise CheckpointError(
             f"weights in {str(chosen / ckpt.WEIGHTS)!r} do not fit the model in config.json"
         ) from None
-    model.eval()
+    model.to(device).eval()
     heldout = read_heldout(run_dir)
     return LoadedSeq2Seq(
         run_dir, model, vocab, pairs, model_config, train_config, heldout, max_target_len, chosen

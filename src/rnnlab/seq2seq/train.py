@@ -13,6 +13,10 @@ holds the generator that draws the pair order and the teacher-forcing coin flips
 So `--resume` continues mid-epoch at the next minibatch with the same draws, and the weights equal
 an uninterrupted run's bit for bit (same torch threads). An epoch cut short by `--max-time`
 counts as finished: it is evaluated and logged like any other.
+
+On an accelerator (`--device`) the model lives there and each minibatch is built on the CPU and
+copied there once; the pair order and the coin flips stay on the CPU generator, so they are the
+same on every device, and a checkpoint (copied to the CPU) resumes on any device.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from rnnlab import checkpoint as ckpt
+from rnnlab.devices import resolve_device
 from rnnlab.errors import NumericalError, UsageError
 from rnnlab.seq2seq.evaluate import EvalResult, evaluate_pairs
 from rnnlab.seq2seq.model import Seq2Seq, masked_loss
@@ -141,8 +146,10 @@ class Seq2SeqTrainer:
         progress: bool = False,
         log: Callable[[str], None] = print,
         warn: Callable[[str], None] | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
-        self.model = model
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)  # made on the CPU: the same weights on every device
         self.data = data
         self.config = config
         self.run_dir = Path(run_dir)
@@ -184,6 +191,8 @@ class Seq2SeqTrainer:
                 break
             chosen = [self.data.train[j] for j in ep.order[i : i + cfg.batch_size]]
             batch = make_batch(self.data.vocab, chosen)  # (B, S), (B, T) padded
+            n = int(batch.mask.sum())  # target symbols, counted before the batch moves
+            batch = batch.to(self.device)
             try:
                 loss, norm = train_step(model, self.optimizer, batch, cfg, self.gen)
             except NonFiniteStep as e:
@@ -192,7 +201,6 @@ class Seq2SeqTrainer:
                     f"{self._kept()}: lower --lr or --clip"
                 ) from None
             self.step += 1
-            n = int(batch.mask.sum())
             ep.pairs_done += len(chosen)
             ep.total_loss += loss * n
             ep.symbols += n
@@ -271,6 +279,8 @@ class Seq2SeqTrainer:
     def save(self) -> None:
         """Write a checkpoint of everything an exact resume needs (and, once, heldout.tsv)."""
         tensors = {"rng.order": self.gen.get_state()}
+        if self.device.type == "cuda":  # dropout on the GPU draws from its own generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         in_epoch = None
         ep = self.current
         if ep is not None:
@@ -310,6 +320,8 @@ class Seq2SeqTrainer:
         restored = saved.restore_checkpoint(self.run_dir, self.model, self.optimizer, self.warn)
         tensors, trainer = restored.tensors, restored.trainer
         self.gen.set_state(tensors["rng.order"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"].clone(), self.device)
         self.epoch = trainer["epoch"]
         self.step = self.saved_step = trainer["step"]
         self.current = None
