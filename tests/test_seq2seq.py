@@ -20,8 +20,10 @@ from rnnlab import cli
 from rnnlab.cli import main
 from rnnlab.cli.flags import json_line
 from rnnlab.cli.seq2seq import train_summary
-from rnnlab.decoding import DecodeConfig, greedy
+from rnnlab.decoding import DecodeConfig, Hypothesis, greedy
+from rnnlab.devices import available
 from rnnlab.errors import UsageError
+from rnnlab.seq2seq import evaluate as seq2seq_evaluate
 from rnnlab.seq2seq import train as seq2seq_train
 from rnnlab.seq2seq.evaluate import (
     EvalResult,
@@ -347,8 +349,9 @@ def test_resume_continues_as_one_uninterrupted_run(tmp_path, capsys):
     # The very command that started the run, with --resume and more epochs: the same flags as
     # stored are no change.
     code, out, err = run_cli(
-        capsys, "train", *SMALL, "--epochs", "3", "--out", str(resumed), "--resume", "--json"
-    )
+        capsys, "train", *SMALL, "--epochs", "3", "--out", str(resumed), "--resume", "--json",
+        "--device", "cpu",
+    )  # fmt: skip
     assert code == 0, err
     summary = json.loads(out.splitlines()[-1])
     assert summary["epochs"] == 3 and summary["steps"] == 3 * 4  # 211 pairs in batches of 64
@@ -454,6 +457,99 @@ def test_sigterm_saves_then_exits_143_and_the_run_resumes(tmp_path):
     )
     steps = [int(line.split(",")[0]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, epochs + 2))
+
+
+# -- devices (CPU here; the meta device stands in for an accelerator: mixing it with a CPU tensor
+# raises, as mixing CUDA and CPU tensors does) ---------------------------------------------------
+
+META = torch.device("meta")
+
+
+def test_device_cpu_on_every_subcommand_is_the_default_run(course_run, tmp_path, capsys):
+    """`--device cpu` trains, translates and evaluates; auto is the CPU on this machine, so
+    the run and every output are the default's to the last bit."""
+    run = tmp_path / "cpu"
+    code, _, err = run_cli(
+        capsys, "train", "--pairs", "course", "--device", "cpu", "--out", str(run), "--json"
+    )
+    assert code == 0, err
+    assert_same_run(course_run, run)
+    for argv in (
+        ["translate", str(run), "man", "king", "--json"],
+        ["translate", str(run), "man", "up", "--strategy", "beam", "--json"],
+        ["evaluate", str(run), "--strategy", "beam", "--beam", "3", "--json"],
+    ):
+        code, on_cpu, err = run_cli(capsys, *argv, "--device", "cpu")
+        assert code == 0, err
+        assert on_cpu == run_cli(capsys, *argv)[1]
+    assert next(load_seq2seq(run, device="cpu").model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--pairs", "course", "--out", "NEW"],
+        ["translate", "RUN", "man"],
+        ["evaluate", "RUN"],
+    ],
+)
+def test_a_missing_device_is_one_line_and_exit_2(course_run, tmp_path, capsys, argv):
+    if "cuda" in available():
+        pytest.skip("this machine has CUDA")
+    new = tmp_path / "new"
+    argv = [{"RUN": str(course_run), "NEW": str(new)}.get(a, a) for a in argv]
+    code, out, err = run_cli(capsys, *argv, "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: --device cuda is not available on this machine: available: cpu"
+    ]
+    assert not new.exists()  # refused before the run directory was claimed
+
+
+def test_a_batch_moves_in_one_piece_but_its_source_lengths_stay_on_the_cpu():
+    batch = make_batch(PairVocab.build(PAIRS), PAIRS[:5])
+    moved = batch.to(META)
+    for name in ("src", "tgt_in", "tgt_out", "tgt_len"):
+        assert getattr(moved, name).device == META
+    assert moved.src_len is batch.src_len  # what pack_padded_sequence reads, on the CPU
+    assert moved.mask.device == META and moved.mask.shape == batch.mask.shape
+    same = batch.to(torch.device("cpu"))
+    assert all(torch.equal(getattr(same, k), v) for k, v in vars(batch).items())
+
+
+@pytest.mark.parametrize("forcing", [1.0, 0.5])
+def test_the_training_loss_is_computed_on_the_models_device(forcing):
+    """Teacher forcing below 1 draws its coins on the CPU generator, then moves them once."""
+    model, vocab = make_model("lstm", layers=2)
+    model.to(META)
+    assert model.device == META
+    batch = make_batch(vocab, PAIRS[:8])
+    loss = masked_loss(model, batch.to(META), forcing, torch.Generator().manual_seed(0))
+    assert loss.device == META and loss.shape == ()
+    with pytest.raises(RuntimeError, match="meta"):  # the guard: a CPU batch is refused
+        masked_loss(model, batch, forcing)
+
+
+def test_decoding_starts_on_the_models_device(monkeypatch):
+    """Translation and beam-vs-greedy hand `rnnlab.decoding` a state and <bos> ids on the
+    model's device (the batch moved there), whatever device the batch was built on."""
+    model, vocab = make_model("gru")
+    model.to(META)
+    seen = []
+
+    def fake(step_fn, state, start, *args, **kwargs):
+        seen.append((state.device, start.device, start.dtype))
+        return [Hypothesis([], 0.0, True) for _ in range(len(start))]
+
+    monkeypatch.setattr(seq2seq_evaluate, "decode", fake)
+    monkeypatch.setattr(seq2seq_evaluate, "greedy", fake)
+    monkeypatch.setattr(
+        seq2seq_evaluate, "beam_search", lambda *a, **k: [[h] for h in fake(*a[:3])]
+    )
+    out = translate(model, vocab, ["man", "king"])
+    assert [t.output for t in out] == ["", ""]
+    beam_vs_greedy(model, vocab, PAIRS[:3], beam=2)
+    assert seen == [(META, META, torch.long)] * 3
 
 
 def test_a_diverged_figure_prints_null_never_nan():

@@ -6,6 +6,7 @@ one slow test runs the real command with spawned workers and stops it with SIGTE
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -19,6 +20,7 @@ import torch
 
 from rnnlab.cli import build_parser, main
 from rnnlab.cli.sweep import spec_from_args
+from rnnlab.devices import available
 from rnnlab.errors import UsageError
 from rnnlab.experiments import measure, runner, store
 from rnnlab.experiments.spec import (
@@ -29,6 +31,7 @@ from rnnlab.experiments.spec import (
     SweepSpec,
     base_configs,
 )
+from rnnlab.gradflow import gradflow_windows, hidden_grad_norms
 from rnnlab.metrics import evaluate
 from rnnlab.model import RNNLM, ModelConfig
 from rnnlab.training import Trainer
@@ -136,6 +139,43 @@ def test_an_interrupted_sweep_continues_where_it_stopped(finished, tmp_path, mon
     assert "continuing: 1 of 2 settings already done" in capsys.readouterr().out
     assert trained == [second]
     assert exact(out) == exact(finished)
+
+
+def test_device_cpu_trains_every_setting_there_with_the_same_numbers(
+    finished, tmp_path, monkeypatch
+):
+    """`--device cpu` reaches every setting's Job (resolved, as a string a spawned worker can
+    take) and changes no number: the default (auto) is the CPU on this machine."""
+    devices = []
+    run_setting = runner.run_setting
+    monkeypatch.setattr(
+        runner,
+        "run_setting",
+        lambda job, stop: devices.append(job.device) or run_setting(job, stop),
+    )
+    out = tmp_path / "cpu"
+    assert sweep(out, "--device", "cpu") == 0
+    assert devices == ["cpu", "cpu"]
+    assert exact(out) == exact(finished)
+
+
+def test_the_device_is_not_part_of_the_sweep(finished, capsys):
+    """A sweep continues on another device: --device is not in sweep.json's spec, so a rerun
+    with another one meets the sweep's own state (here: finished), not "another configuration"."""
+    state = store.read_state(finished)
+    assert state is not None and "device" not in json.dumps(state["spec"])
+    assert sweep(finished, "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "holds a finished sweep" in err and "another configuration" not in err
+
+
+def test_a_missing_device_is_one_line_and_exit_2_before_any_work(tmp_path, capsys):
+    if "cuda" in available():
+        pytest.skip("this machine has CUDA")
+    assert sweep(tmp_path / "x", "--device", "cuda") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --device cuda is not available on this machine: available: cpu"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_finished_sweep_is_not_overwritten(finished, capsys):
@@ -302,6 +342,36 @@ def test_reset_evaluation_scores_every_character_from_window_starts(T):
     assert torch.isnan(per_position[~seen]).all()
     if T >= 22:
         assert metrics.loss == pytest.approx(evaluate(model, ids).loss, abs=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_measurements_equal_their_definitions_whatever_the_ids_dtype(cell):
+    """Regression guard for running the measurements on the model's device: ids are moved (a
+    no-op on the CPU) and per-position sums kept in float64 on the CPU, so the figures equal, to
+    the last bit, the functions they are defined by, for compact or int64 ids alike."""
+    torch.manual_seed(0)
+    model = RNNLM(7, ModelConfig(cell=cell, hidden=6, layers=2, dropout=0.0))
+    ids = torch.randint(7, (300,))
+    T = 8
+    expected_carried = evaluate(model, ids)
+    X = ids[:296].view(37, T)
+    Y = ids[1:297].view(37, T)
+    with torch.no_grad():
+        logits, _ = model(X)
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), Y.flatten(), reduction="none")
+    windows = gradflow_windows(ids, T, measure.GRADFLOW_WINDOWS, measure.GRADFLOW_SEED)
+    assert windows is not None
+    expected_flow = hidden_grad_norms(model, *windows).tolist()
+    for given in (ids, ids.to(torch.uint8), ids.to(torch.int16)):
+        figures, positions = measure.heldout_figures(model, given, T)
+        assert figures["heldout_carried_loss"] == expected_carried.loss
+        _, per_position = measure.evaluate_windows(model, given, T)
+        assert positions == per_position.tolist() and len(positions) == T
+        assert per_position.dtype == torch.float64 and per_position.device.type == "cpu"
+        with torch.no_grad():
+            assert measure.window_nll(model, X, Y).equal(nll.view(X.shape).double())
+        assert measure.gradient_flow(model, given, T) == expected_flow
+    assert model.training  # the measurements leave the model as they found it
 
 
 def test_preset_is_the_base_and_flags_override(tmp_path):

@@ -1,10 +1,11 @@
 """Text in: built-in corpora, user files, cleaning modes and the contiguous train/valid split.
 
-Small texts are read whole (`load_text`). A large file is streamed instead (`stream_text`): read in
-chunks, decoded incrementally (a multi-byte character split by a chunk border is completed by the
-next chunk) and cleaned chunk by chunk, so memory stays bounded whatever the file's size; the
-cleaned text is exactly the one `load_text` would give. The user-facing checks (missing file,
-binary data, wrong encoding, empty text) live here so that every command reports them the same way.
+Small texts are read whole (`load_text`). A large file is streamed instead
+(`stream_codepoints`): read in chunks, decoded incrementally (a multi-byte character split by a
+chunk border is completed by the next chunk) and cleaned chunk by chunk, so memory stays bounded
+whatever the file's size; the cleaned text is exactly the one `load_text` would give. The
+user-facing checks (missing file, binary data, wrong encoding, empty text) live here so that
+every command reports them the same way.
 """
 
 from __future__ import annotations

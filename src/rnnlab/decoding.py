@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.errors import UsageError
-from rnnlab.model import RNNLM, State
+from rnnlab.model import RNNLM, State, eval_mode
 from rnnlab.vocab import Vocab, require_known
 
 StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
@@ -207,6 +207,10 @@ def choose(
         return _log_probs(logits).argmax(dim=-1)  # (B,)
     scaled = filter_logits(logits.double() / temperature, top_k, top_p)
     probs = torch.softmax(scaled, dim=-1)  # (B, V)
+    if generator is not None and generator.device != probs.device:
+        # Draw where the seeded generator lives (the CPU): the same seed gives the same text on
+        # every device, at the cost of one small copy per step.
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
@@ -228,7 +232,7 @@ def _run(
     ids = start_ids.long()
     chosen: list[torch.Tensor] = []  # one (B,) tensor per step
     step_logits: list[torch.Tensor] = []  # one (B, V) tensor per step
-    ended = torch.zeros(B, dtype=torch.bool)
+    ended = torch.zeros(B, dtype=torch.bool, device=start_ids.device)
     for _ in range(max_len):
         logits, state = step_fn(ids, state)  # (B, V)
         ids = pick(logits)  # (B,)
@@ -341,20 +345,21 @@ def beam_search(
     check_length_norm(length_norm)
     check_max_len(max_len)
     B, K = start_ids.shape[0], beam
+    device = start_ids.device
     ids = start_ids.long().repeat_interleave(K)  # (B*K,) row b*K + k is beam k of row b
-    state = reorder_state(state, torch.arange(B).repeat_interleave(K))
-    scores = torch.full((B, K), -math.inf, dtype=torch.float64)
+    state = reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), -math.inf, dtype=torch.float64, device=device)
     scores[:, 0] = 0.0  # the K copies are identical at the start: expand only the first
-    finished = torch.zeros(B, K, dtype=torch.bool)
-    lengths = torch.zeros(B, K, dtype=torch.long)
-    tokens = torch.zeros(B, K, 0, dtype=torch.long)  # (B, K, t)
-    base = (torch.arange(B) * K)[:, None]  # (B, 1) first model row of each batch row
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+    tokens = torch.zeros(B, K, 0, dtype=torch.long, device=device)  # (B, K, t)
+    base = (torch.arange(B, device=device) * K)[:, None]  # (B, 1) first model row of each row
     for _ in range(max_len):
         logits, state = step_fn(ids, state)  # (B*K, V)
         V = logits.shape[-1]
         logp = _log_probs(logits).view(B, K, V)
         if end_id is not None:
-            frozen = torch.full((V,), -math.inf, dtype=torch.float64)
+            frozen = torch.full((V,), -math.inf, dtype=torch.float64, device=device)
             frozen[end_id] = 0.0  # a finished hypothesis can only repeat the end token, for free
             logp = torch.where(finished[..., None], frozen, logp)
         cand = scores[..., None] + logp  # (B, K, V)
@@ -444,11 +449,12 @@ def lm_start(model: RNNLM, vocab: Vocab, prefixes: Sequence[str]) -> tuple[torch
     """
     if not prefixes:
         raise UsageError("give at least one prefix")
+    device = model.output.weight.device
     encoded = []
     for i, p in enumerate(prefixes):
         if not p:
             raise UsageError(f"prefix {i + 1} is empty: give at least one character")
-        encoded.append(encode_known(vocab, p, f"prefix {p!r}"))
+        encoded.append(encode_known(vocab, p, f"prefix {p!r}").to(device))
     start_ids = torch.stack([e[-1] for e in encoded])  # (B,)
     by_len: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):
@@ -463,7 +469,7 @@ def lm_start(model: RNNLM, vocab: Vocab, prefixes: Sequence[str]) -> tuple[torch
         rows += idx
         states.append(state)
     state = concat_states(states)
-    order = torch.tensor(rows).argsort()  # back to the order of `prefixes`
+    order = torch.tensor(rows, device=device).argsort()  # back to the order of `prefixes`
     return start_ids, reorder_state(state, order)
 
 
@@ -481,13 +487,9 @@ def lm_generate(
     the log-likelihood of that continuation given the prefix.
     """
     config = config or DecodeConfig()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         start_ids, state = lm_start(model, vocab, prefixes)
         return decode(lm_step_fn(model), state, start_ids, num_preds, None, config)
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -500,14 +502,10 @@ def score_text(model: RNNLM, vocab: Vocab, text: str) -> list[tuple[str, float]]
     """
     if len(text) < 2:
         raise UsageError("text to score needs at least two characters (the first is only context)")
-    ids = encode_known(vocab, text, "text")
-    was_training = model.training
-    model.eval()
-    try:
+    ids = encode_known(vocab, text, "text").to(model.output.weight.device)
+    with eval_mode(model):
         X, Y = ids[:-1].unsqueeze(0), ids[1:]  # (1, N-1), (N-1,)
         logits, _ = model(X, model.begin_state(1))  # (1, N-1, V)
         logp = _log_probs(logits[0]).gather(1, Y[:, None]).squeeze(1)  # (N-1,)
-    finally:
-        model.train(was_training)
     bits = (-logp / math.log(2)).tolist()
     return list(zip(text[1:], bits, strict=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rnnlab.model import RNNLM
+from rnnlab.model import RNNLM, eval_mode
 
 
 def gradflow_windows(
@@ -46,9 +46,7 @@ def hidden_grad_norms(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> torch.T
         X, Y: (B, T) ids. Returns (T-1,): entry k-1 is the norm for the state k steps back,
         i.e. h_{T-1-k}, the state that entered the step k inputs before the prediction.
     """
-    was_training = model.training
-    model.eval()  # no dropout: measure the network, not the noise
-    try:
+    with eval_mode(model):  # no dropout: measure the network, not the noise
         state = model.begin_state(X.shape[0])
         kept = []
         logits = None
@@ -69,5 +67,3 @@ def hidden_grad_norms(model: RNNLM, X: torch.Tensor, Y: torch.Tensor) -> torch.T
             norms.append(g.norm(dim=1).mean())
         model.zero_grad(set_to_none=True)
         return torch.stack(norms).flip(0).detach()  # (T-1,) index k-1 = k steps back
-    finally:
-        model.train(was_training)
