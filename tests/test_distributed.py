@@ -137,6 +137,11 @@ def test_two_processes_train_the_one_process_model(corpus, tmp_path, sampling):
     runtime = json.loads((two / ckpt.CONFIG).read_text())["runtime"]
     assert runtime["world_size"] == 2 and runtime["backend"] == "gloo"
     assert runtime["rows_per_rank"] == 4
+    # A run trained on two processes loads in one: the same prediction as the one-process run's.
+    predict = [sys.executable, "-m", "rnnlab", "predict", "--prefix", "the ca", "--json"]
+    a, b = (json.loads(run([*predict, str(r)]).stdout.splitlines()[-1]) for r in (one, two))
+    assert b["next"][0]["char"] == a["next"][0]["char"]
+    assert b["next"][0]["prob"] == pytest.approx(a["next"][0]["prob"], rel=1e-3)
 
 
 def test_a_global_batch_the_processes_cannot_share_is_refused(corpus, tmp_path):

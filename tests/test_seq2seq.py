@@ -535,6 +535,8 @@ def test_decoding_starts_on_the_models_device(monkeypatch):
     model's device (the batch moved there), whatever device the batch was built on."""
     model, vocab = make_model("gru")
     model.to(META)
+    read = []  # the device of every source batch the encoder reads
+    model.encoder.register_forward_pre_hook(lambda module, args: read.append(args[0].device))
     seen = []
 
     def fake(step_fn, state, start, *args, **kwargs):
@@ -549,7 +551,7 @@ def test_decoding_starts_on_the_models_device(monkeypatch):
     out = translate(model, vocab, ["man", "king"])
     assert [t.output for t in out] == ["", ""]
     beam_vs_greedy(model, vocab, PAIRS[:3], beam=2)
-    assert seen == [(META, META, torch.long)] * 3
+    assert seen == [(META, META, torch.long)] * 3 and read == [META] * 2
 
 
 def test_a_diverged_figure_prints_null_never_nan():

@@ -374,6 +374,31 @@ def test_measurements_equal_their_definitions_whatever_the_ids_dtype(cell):
     assert model.training  # the measurements leave the model as they found it
 
 
+def test_the_measurements_feed_a_model_on_another_device_there(monkeypatch):
+    """Ids given on the CPU reach the model on its own device (the meta device stands in for an
+    accelerator: mixing it with CPU tensors raises, as CUDA does); the sums stay on the CPU."""
+    meta = torch.device("meta")
+    model = RNNLM(7, ModelConfig(cell="gru", hidden=6, dropout=0.0)).to(meta)
+    ids = torch.randint(7, (50,)).to(torch.uint8)  # compact ids, as prepare_data makes them
+    seen = []
+
+    def nll(model, X, Y):
+        seen.append((X.device, Y.device))
+        return torch.ones(X.shape, dtype=torch.float64)  # as window_nll: float64, on the CPU
+
+    monkeypatch.setattr(measure, "window_nll", nll)
+    metrics, per_position = measure.evaluate_windows(model, ids, 8)
+    assert seen == [(meta, meta)] * 2  # the full windows in one pass, then the tail
+    assert metrics.chars == 49 and per_position.tolist() == [1.0] * 8
+    seen.clear()
+    norms = torch.arange(7.0)
+    monkeypatch.setattr(
+        measure, "hidden_grad_norms", lambda model, X, Y: seen.append((X.device, Y.device)) or norms
+    )
+    assert measure.gradient_flow(model, ids, 8) == norms.tolist()
+    assert seen == [(meta, meta)]
+
+
 def test_preset_is_the_base_and_flags_override(tmp_path):
     pytest.importorskip("rnnlab.presets")
 

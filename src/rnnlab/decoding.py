@@ -256,6 +256,8 @@ def _run(
         counted = (is_end.cumsum(dim=1) - is_end) == 0  # (B, S)
     log_prob = torch.where(counted, token_lp, 0.0).sum(dim=1)  # (B,)
     lengths = counted.sum(dim=1)
+    # One copy to the host, not one wait per element read below (on a GPU).
+    tokens, log_prob, lengths, ended = (t.cpu() for t in (tokens, log_prob, lengths, ended))
     return [
         Hypothesis(
             tokens[b, : int(lengths[b]) - int(ended[b])].tolist(),
@@ -376,6 +378,7 @@ def beam_search(
         if finished.all():
             break
     results = []
+    scores, lengths, finished, tokens = (t.cpu() for t in (scores, lengths, finished, tokens))
     for b in range(B):
         hyps = []
         for k in range(K):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from rnnlab import checkpoint as ckpt
 from rnnlab.gradflow import gradflow_windows, hidden_grad_norms
 from rnnlab.metrics import Metrics, evaluate, metrics_from_nll
-from rnnlab.model import RNNLM
+from rnnlab.model import RNNLM, eval_mode
 from rnnlab.training import TrainConfig, Trainer, read_step_rows
 
 GRADFLOW_WINDOWS = 32  # held-out windows averaged in the gradient-flow measurement
@@ -83,9 +83,7 @@ def evaluate_windows(
     full = n // T  # complete windows
     sums = torch.zeros(T, dtype=torch.float64)
     counts = torch.zeros(T, dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         X_all, Y_all = ids[:n].long(), ids[1 : n + 1].long()
         Xw = X_all[: full * T].view(full, T)  # (W, T) one row a window
         Yw = Y_all[: full * T].view(full, T)  # (W, T)
@@ -99,8 +97,6 @@ def evaluate_windows(
             X, Y = X_all[full * T :][None], Y_all[full * T :][None]  # (1, tail)
             sums[:tail] += window_nll(model, X, Y)[0]
             counts[:tail] += 1
-    finally:
-        model.train(was_training)
     metrics = metrics_from_nll(float(sums.sum()), n)
     return metrics, sums / counts  # positions no window reaches (a text shorter than T): nan
 
