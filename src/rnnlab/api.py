@@ -41,11 +41,11 @@ from rnnlab.devices import resolve_device
 from rnnlab.errors import CheckpointError, RnnlabError, UsageError
 from rnnlab.generate import GenerateConfig, Prediction, predict
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
-from rnnlab.model import RNNLM, ModelConfig, count_parameters
+from rnnlab.model import BIDIRECTIONAL_WARNING, RNNLM, ModelConfig, count_parameters, eval_mode
 from rnnlab.presets import get_preset
 from rnnlab.training import EpochResult, LoadedRun, TrainConfig, load_run
-from rnnlab.training.runtime import RuntimeConfig, model_for_device, setup_runtime
-from rnnlab.training.session import finish_run, resume_configs, start_run
+from rnnlab.training.runtime import RuntimeConfig
+from rnnlab.training.session import finish_run, open_run, run_configs
 
 __all__ = [
     "PATTERNS",
@@ -338,12 +338,8 @@ class LanguageModel:
         if k < 1:
             raise UsageError(f"k must be at least 1, got {k}")
         ids = encode_known(self.vocab, text, "text").to(self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             logits, _ = self.model(ids[:-1].unsqueeze(0))  # (1, T-1, V)
-        finally:
-            self.model.train(was_training)
         tokens = self.vocab.idx_to_token
         out = []
         for piece in logits[0].split(512):  # (t, V): float64 a piece at a time, not (T, V) at once
@@ -580,32 +576,27 @@ def train(
         progress: show a progress bar (tqdm) during each epoch.
     """
     data_values, model_values, train_values, runtime_values = _route(options)
-    p = get_preset(preset) if preset else None
-    if resume:
-        if out is None:
-            raise UsageError("resume=True needs out= naming the run to continue")
-        data_cfg, model_cfg, train_cfg = resume_configs(
-            Path(out),
-            {**(p.data if p else {}), **data_values},
-            {**(p.model if p else {}), **model_values},
-            train_values,
-        )
-    else:
-        data_cfg = DataConfig(**{**(p.data if p else {}), **data_values})
-        model_cfg = ModelConfig(**{**(p.model if p else {}), **model_values})
-        train_cfg = TrainConfig(**{**(p.train if p else {}), **train_values})
+    if resume and out is None:
+        raise UsageError("resume=True needs out= naming the run to continue")
+    data_cfg, model_cfg, train_cfg = run_configs(
+        get_preset(preset) if preset else None,
+        data_values,
+        model_values,
+        train_values,
+        Path(out) if resume and out is not None else None,
+    )
 
     def log(message: str) -> None:
         if not quiet:
             print(message)
 
-    # As `rnnlab train`: the device and precision first, then the run on them.
-    runtime = setup_runtime(RuntimeConfig(**runtime_values), train_cfg.batch_size)
-    model_cfg = model_for_device(model_cfg, runtime.device, _stderr)
-    trainer = start_run(
-        data_cfg, model_cfg, train_cfg, None if out is None else Path(out), force=force,
-        resume=resume, progress=progress, log=log, warn=_stderr, runtime=runtime,
+    trainer = open_run(
+        data_cfg, model_cfg, train_cfg, RuntimeConfig(**runtime_values),
+        None if out is None else Path(out), force=force, resume=resume, progress=progress,
+        log=log, warn=_stderr,
     )  # fmt: skip
+    if model_cfg.bidirectional:
+        _stderr(BIDIRECTIONAL_WARNING)
     result = finish_run(trainer)
-    model = load(trainer.run_dir, device=runtime.device)
+    model = load(trainer.run_dir, device=trainer.runtime.device)
     return TrainedRun(model, result.summary(), trainer.history)

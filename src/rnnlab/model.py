@@ -30,6 +30,11 @@ AUTO_EMBED_SIZE = 128
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
+BIDIRECTIONAL_WARNING = (
+    "warning: --bidirectional language model: its backward pass reads the very characters it "
+    "must predict, so its teacher-forced loss is meaningless and its generated text garbage"
+)
+
 
 @dataclass
 class ModelConfig:

@@ -12,11 +12,10 @@ from typing import Any
 
 from rnnlab.api import load, prediction_dict, scores_dict
 from rnnlab.cli.flags import IMPL_HELP, RUN_HELP, add_config_args, config_from, json_line, stderr
-from rnnlab.cli.train import BIDIRECTIONAL_WARNING
 from rnnlab.corpus import DataConfig
 from rnnlab.errors import UsageError
 from rnnlab.generate import GenerateConfig
-from rnnlab.model import IMPLS
+from rnnlab.model import BIDIRECTIONAL_WARNING, IMPLS
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

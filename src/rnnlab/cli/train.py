@@ -17,16 +17,11 @@ from rnnlab.corpus import DataConfig
 from rnnlab.data import prepare_data
 from rnnlab.devices import describe, resolve_device
 from rnnlab.errors import UsageError
-from rnnlab.model import RNNLM, ModelConfig, forward_check
-from rnnlab.presets import PRESETS, Preset, get_preset
+from rnnlab.model import BIDIRECTIONAL_WARNING, RNNLM, ModelConfig, forward_check
+from rnnlab.presets import PRESETS, get_preset
 from rnnlab.training import StopRequested, TrainConfig
-from rnnlab.training.runtime import RuntimeConfig, model_for_device, setup_runtime
-from rnnlab.training.session import finish_run, resume_configs, start_run
-
-BIDIRECTIONAL_WARNING = (
-    "warning: --bidirectional language model: its backward pass reads the very characters it "
-    "must predict, so its teacher-forced loss is meaningless and its generated text garbage"
-)
+from rnnlab.training.runtime import RuntimeConfig, model_for_device
+from rnnlab.training.session import finish_run, open_run, run_configs
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -60,46 +55,25 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add_config_args(p, TrainConfig, only=("batch_size", "num_steps", "sampling", "seed"))
 
 
-def new_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
-    """The configs of a new run: dataclass defaults, then the preset, then the flags given."""
-    preset = get_preset(args.preset) if args.preset else None
-    data_cfg = config_from(DataConfig, args, preset and DataConfig(**preset.data))
-    model_cfg = config_from(ModelConfig, args, preset and ModelConfig(**preset.model))
-    train_cfg = config_from(TrainConfig, args, preset and TrainConfig(**preset.train))
-    if preset and not args.quiet:
-        stderr(f"preset {preset.name}: {preset.description}. {preset.note}")
-    return data_cfg, model_cfg, train_cfg
-
-
-def resumed_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
-    """The run's stored configs; the flags (and a preset's values) given are checked against
-    them, and the training flags given apply on top."""
-    preset: Preset | None = get_preset(args.preset) if args.preset else None
-    return resume_configs(
-        args.out,
-        {**(preset.data if preset else {}), **given(DataConfig, args)},
-        {**(preset.model if preset else {}), **given(ModelConfig, args)},
-        given(TrainConfig, args),
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     log = (lambda s: None) if args.quiet or args.json else print
-    if args.resume:
-        if args.out is None:
-            raise UsageError("--resume needs --out DIR naming the run to continue")
-        data_cfg, model_cfg, train_cfg = resumed_configs(args)
-    else:
-        data_cfg, model_cfg, train_cfg = new_configs(args)
-    runtime = setup_runtime(
-        config_from(RuntimeConfig, args), train_cfg.batch_size, threads=args.threads
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out DIR naming the run to continue")
+    preset = get_preset(args.preset) if args.preset else None
+    data_cfg, model_cfg, train_cfg = run_configs(
+        preset,
+        given(DataConfig, args),
+        given(ModelConfig, args),
+        given(TrainConfig, args),
+        args.out if args.resume else None,
     )
-    model_cfg = model_for_device(model_cfg, runtime.device, stderr)
-    trainer = start_run(
-        data_cfg, model_cfg, train_cfg, args.out, force=args.force, resume=args.resume,
-        progress=progress, log=log, warn=stderr,  # warnings are shown even with --quiet/--json
-        runtime=runtime,
+    if preset and not args.resume and not args.quiet:
+        stderr(f"preset {preset.name}: {preset.description}. {preset.note}")
+    trainer = open_run(
+        data_cfg, model_cfg, train_cfg, config_from(RuntimeConfig, args), args.out,
+        force=args.force, resume=args.resume, threads=args.threads, progress=progress, log=log,
+        warn=stderr,  # warnings are shown even with --quiet or --json
     )  # fmt: skip
     if model_cfg.bidirectional:
         stderr(BIDIRECTIONAL_WARNING)
@@ -109,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for s in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is safe: let nothing cut
             signal.signal(s, signal.SIG_IGN)  # the message below short
         run_dir = trainer.run_dir
-        if runtime.world.is_main:  # rank 0 speaks for every process
+        if trainer.runtime.world.is_main:  # rank 0 speaks for every process
             stderr(
                 f"stopped by {stop} at step {trainer.step} (epoch {trainer.epoch + 1}); "
                 f"checkpoint saved in {run_dir}: continue with `rnnlab train --out {run_dir} "
@@ -117,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         return stop.exit_code
     summary = result.summary()
-    if not runtime.world.is_main:
+    if not trainer.runtime.world.is_main:
         return 0
     if args.json:
         print(json_line(summary))

@@ -22,11 +22,12 @@ from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
 from rnnlab.metrics import perplexity
 from rnnlab.model import ModelConfig, count_parameters
+from rnnlab.presets import Preset
 from rnnlab.training import distributed
 from rnnlab.training.config import TrainConfig
 from rnnlab.training.loop import EpochResult, Trainer
 from rnnlab.training.runs import claim_run_dir, configs_from_json, default_run_dir, new_trainer
-from rnnlab.training.runtime import CPU, Runtime
+from rnnlab.training.runtime import CPU, Runtime, RuntimeConfig, model_for_device, setup_runtime
 
 
 def _stderr(message: str) -> None:
@@ -64,6 +65,54 @@ def resume_configs(
             "model; drop the flag, or start a new run with another --out"
         )
     return data_cfg, model_cfg, dataclasses.replace(stored_train, **train_values)
+
+
+def run_configs(
+    preset: Preset | None,
+    data_values: dict[str, Any],
+    model_values: dict[str, Any],
+    train_values: dict[str, Any],
+    resume_dir: Path | None = None,
+) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The configs a `rnnlab train` (or `rnnlab.train`) asks for: the dataclass defaults, then
+    the preset, then the values given; with `resume_dir`, that run's stored configs, checked
+    against the data and model values given (`resume_configs`)."""
+    pre = preset or Preset("", "", {}, {}, {}, "")
+    if resume_dir is not None:
+        return resume_configs(
+            resume_dir,
+            {**pre.data, **data_values},
+            {**pre.model, **model_values},
+            train_values,
+        )
+    return (
+        DataConfig(**{**pre.data, **data_values}),
+        ModelConfig(**{**pre.model, **model_values}),
+        TrainConfig(**{**pre.train, **train_values}),
+    )
+
+
+def open_run(
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    runtime_cfg: RuntimeConfig,
+    run_dir: Path | None = None,
+    force: bool = False,
+    resume: bool = False,
+    threads: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = _stderr,
+) -> Trainer:
+    """The device and precision first (refused before any data is read), then `start_run` on
+    them: what `rnnlab train` and `rnnlab.train` both do before training."""
+    runtime = setup_runtime(runtime_cfg, train_cfg.batch_size, threads=threads)
+    model_cfg = model_for_device(model_cfg, runtime.device, warn)
+    return start_run(
+        data_cfg, model_cfg, train_cfg, run_dir, force=force, resume=resume, progress=progress,
+        log=log, warn=warn, runtime=runtime,
+    )  # fmt: skip
 
 
 def start_run(
