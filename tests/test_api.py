@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import runpy
 import tempfile
 from pathlib import Path
 
@@ -376,7 +375,7 @@ def test_other_api_errors(lm):
         lm.alternatives("the", k=0)
 
 
-# -- the documentation and the walkthrough run as written -----------------------------------------
+# -- the documentation runs as written -----------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -391,13 +390,3 @@ def test_every_python_block_of_the_api_doc_runs(tmp_path, monkeypatch):
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc.name}, python block {i + 1}", "exec"), namespace)  # noqa: S102
     assert namespace["lm"].next("abc", k=1)[0][0] == "d"
-
-
-def test_the_walkthrough_runs(tmp_path):
-    main_fn = runpy.run_path(str(ROOT / "examples" / "walkthrough.py"))["main"]
-    result = main_fn(tmp_path)
-    assert result["states_shape"] == (400, 1, 32)
-    assert {c for c, _ in result["next"][:2]} == {"t", "i"}  # sat or said
-    assert len(result["continuation"]) == 40
-    assert abs(result["word_unit"].r) > 0.5  # a unit that follows the position in the word
-    assert result["surprise"][1] > 1.0

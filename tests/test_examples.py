@@ -21,3 +21,13 @@ def test_hello_becomes_ohlol():
 def test_sentence_is_recited_exactly_from_its_first_character():
     result = _main("memorize_sentence.py")()
     assert result["text"] == "Hello, how are you?"
+
+
+def test_the_walkthrough_runs(tmp_path):
+    main_fn = _main("walkthrough.py")
+    result = main_fn(tmp_path)
+    assert result["states_shape"] == (400, 1, 32)
+    assert {c for c, _ in result["next"][:2]} == {"t", "i"}  # sat or said
+    assert len(result["continuation"]) == 40
+    assert abs(result["word_unit"].r) > 0.5  # a unit that follows the position in the word
+    assert result["surprise"][1] > 1.0
