@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +16,7 @@ from typing import Any
 
 from rnnlab.devices import DEVICE_HELP
 from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.jsonout import strict_dumps
 from rnnlab.training.distributed import teardown as distributed_teardown
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -96,19 +95,9 @@ def stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _strict(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _strict(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_strict(x) for x in v]
-    return v
-
-
 def json_line(obj: dict[str, Any]) -> str:
     """One line of strict JSON: inf/nan (a diverged model) become null, at any depth."""
-    return json.dumps(_strict(obj), ensure_ascii=False, allow_nan=False)
+    return strict_dumps(obj)
 
 
 def run_command(command: Callable[[], int]) -> int:

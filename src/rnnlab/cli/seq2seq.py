@@ -18,7 +18,7 @@ import torch
 from rnnlab import checkpoint as ckpt
 from rnnlab.cli.flags import add_config_args, config_from, flag, given, json_line, stderr
 from rnnlab.decoding import DecodeConfig
-from rnnlab.devices import DEVICE_HELP, describe
+from rnnlab.devices import describe
 from rnnlab.errors import UsageError
 from rnnlab.model import count_parameters
 from rnnlab.seq2seq.evaluate import beam_vs_greedy, evaluate_pairs, translate
@@ -39,17 +39,6 @@ from rnnlab.training import StopRequested, claim_run_dir
 SHOW_DEFAULT = 5
 
 
-def _add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads (default: torch's choice); use 1 per process when running several",
-    )
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-
-
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, DecodeConfig)
     p.add_argument(
@@ -67,7 +56,9 @@ def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="seq2seq_command", required=True, parser_class=type(parser))
 
-    p = sub.add_parser("train", help="train an encoder-decoder on pairs and save a run directory")
+    p = sub.add_parser(
+        "train", parents=[common], help="train an encoder-decoder on pairs and save a run directory"
+    )
     add_config_args(p, PairsConfig)
     add_config_args(p, Seq2SeqConfig)
     add_config_args(p, Seq2SeqTrainConfig)
@@ -76,17 +67,21 @@ def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
     )
-    _add_common_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
-    p = sub.add_parser("translate", help="translate words with a trained encoder-decoder")
+    p = sub.add_parser(
+        "translate", parents=[common], help="translate words with a trained encoder-decoder"
+    )
     p.add_argument("run", type=Path, help="run directory written by `rnnlab seq2seq train`")
     p.add_argument("words", nargs="+", help="source words (quote those with spaces)")
     _add_decode_args(p)
-    _add_common_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     p = sub.add_parser(
-        "evaluate", help="exact match and character error rate on held-out (or given) pairs"
+        "evaluate",
+        parents=[common],
+        help="exact match and character error rate on held-out (or given) pairs",
     )
     p.add_argument("run", type=Path, help="run directory written by `rnnlab seq2seq train`")
     add_config_args(p, PairsConfig, only=("pairs", "num_pairs", "data_seed"))
@@ -94,7 +89,7 @@ def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--show", type=int, default=SHOW_DEFAULT, help="wrong outputs to list (default: 5)"
     )
-    _add_common_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 # -- commands -------------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ Endpoints (the schema is at /api/openapi.json):
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +42,7 @@ from rnnlab.api import (
     scores_dict,
 )
 from rnnlab.generate import GenerateConfig
+from rnnlab.jsonout import strict_dumps
 from rnnlab.serve.config import (
     LIMITS,
     MAX_ALTERNATIVES,
@@ -204,16 +203,6 @@ class ErrorAnswer(BaseModel):
 # -- JSON out -------------------------------------------------------------------------------------
 
 
-def _strict(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _strict(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_strict(x) for x in v]
-    return v
-
-
 class StrictJSON(JSONResponse):
     """Strict JSON as `--json` prints it: inf/nan (a diverged model) become null.
 
@@ -222,11 +211,10 @@ class StrictJSON(JSONResponse):
     """
 
     def render(self, content: Any) -> bytes:
-        content = _strict(content)
         try:
-            return json.dumps(content, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            return strict_dumps(content).encode("utf-8")
         except UnicodeEncodeError:
-            return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+            return strict_dumps(content, ensure_ascii=True).encode("ascii")
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> StrictJSON:
