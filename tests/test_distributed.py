@@ -213,21 +213,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_listener(port: int, proc: subprocess.Popen, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {limit} s")
+
+
 def test_two_machines_meet_through_the_c10d_rendezvous(corpus, tmp_path):
-    """The README's several-machines command, on loopback: two launchers (`--nnodes 2`, one
-    process each) meet at a c10d endpoint and train the one-process model."""
+    """The README's several-machines command, on loopback: two plain `torchrun` launchers
+    (`--nnodes 2`, one process each) meet at a c10d endpoint and train the one-process model."""
     flags = ["--max-steps", "24", "--epochs", "1"]
     one, nodes = tmp_path / "one", tmp_path / "nodes"
     assert run(command(corpus, one, *flags)).returncode == 0
+    port = free_port()
     launcher = ["--nnodes", "2", "--rdzv-backend", "c10d"]
-    launcher += ["--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "two-nodes"]
+    launcher += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
     cmd = command(corpus, nodes, *flags, nproc=1)
-    cmd = cmd[: cmd.index("torchrun") + 1] + launcher + cmd[cmd.index("torchrun") + 2 :]
+    # PyTorch's own `torchrun` executable, exactly as the README writes the command.
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, *launcher] + cmd[cmd.index("torchrun") + 2 :]
     assert "--standalone" not in cmd and cmd.count("--nproc-per-node") == 1
-    procs = [
-        subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    procs = []
+    for _ in range(2):
+        procs.append(
+            subprocess.Popen(
+                cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+        # On real machines only the first one's address is the endpoint, so only it hosts the
+        # rendezvous store; here both are 127.0.0.1: let the first bind it before the second asks.
+        wait_for_listener(port, procs[0])
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
