@@ -7,6 +7,9 @@ examples are bounded so the whole file runs in seconds on one core.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -45,11 +48,14 @@ OPERATIONS = [
 ]
 
 
+CHECKOUT = str(Path(__file__).resolve().parents[1])  # where the sources are, on this machine
+
+
 @schemathesis.check
 def no_traceback_or_path(ctx, response, case) -> None:
     """No answer shows a traceback, a source file or a local directory."""
     text = response.text
-    for leak in ("Traceback", 'File "', "/tmp/", "site-packages", "/work/"):
+    for leak in ("Traceback", 'File "', tempfile.gettempdir(), "site-packages", CHECKOUT):
         if leak in text:
             raise AssertionError(f"the answer shows {leak!r}: {text[:200]}")
 
