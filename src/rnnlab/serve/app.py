@@ -234,6 +234,32 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is one line of JSON with its status: no traceback, no local path, ever."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> StrictJSON:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> StrictJSON:
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> StrictJSON:
+        return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(RnnlabError)
+    async def refused(request: Request, exc: RnnlabError) -> StrictJSON:
+        return _error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> StrictJSON:
+        # Sent from the outermost layer, past `Guard`: the security headers go on here.
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        return _error(500, "internal error: the server could not answer this request", headers)
+
+
 # -- the app --------------------------------------------------------------------------------------
 
 
@@ -286,27 +312,7 @@ def create_app(models: Mapping[str, LanguageModel], config: ServeConfig | None =
             )
         return models[name]
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> StrictJSON:
-        return _error(422, _validation_message(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> StrictJSON:
-        return _error(exc.status_code, str(exc.detail), exc.headers)
-
-    @app.exception_handler(Busy)
-    async def busy(request: Request, exc: Busy) -> StrictJSON:
-        return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(RnnlabError)
-    async def refused(request: Request, exc: RnnlabError) -> StrictJSON:
-        return _error(400, str(exc))
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> StrictJSON:
-        # Sent from the outermost layer, past `Guard`: the security headers go on here.
-        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
-        return _error(500, "internal error: the server could not answer this request", headers)
+    _install_error_handlers(app)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
