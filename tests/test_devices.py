@@ -19,16 +19,14 @@ from rnnlab.training import TrainConfig, Trainer, load_run, new_trainer
 from rnnlab.training.distributed import World, backend_for
 from rnnlab.training.precision import Precision, resolve_precision
 from rnnlab.training.runtime import Runtime, model_for_device
+from tinyrun import write_corpus
 
-TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
 TINY = ["--hidden", "16", "--batch-size", "4", "--num-steps", "8", "--quiet", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    f = tmp_path_factory.mktemp("data") / "tiny.txt"
-    f.write_text(TEXT, encoding="utf-8")
-    return f
+    return write_corpus(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
