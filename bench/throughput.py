@@ -27,7 +27,7 @@ from rnnlab.batches import sequential_batches
 from rnnlab.decoding import DecodeConfig, decode, lm_step_fn
 from rnnlab.metrics import evaluate
 from rnnlab.model import RNNLM, ModelConfig, detach_state
-from rnnlab.training import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, Trainer, lm_trainer
 
 V = 28  # the Time Machine's vocabulary
 T = 35  # num_steps
@@ -86,7 +86,7 @@ class _NoSignals:
 
 def make_trainer(model: RNNLM, ids: torch.Tensor, B: int) -> Trainer:
     config = TrainConfig(batch_size=B, num_steps=T, epochs=10**6, save_every=0)
-    return Trainer(
+    return lm_trainer(
         model, config, ids, ids[:1000], Path(tempfile.mkdtemp()), {}, progress=False,
         log=lambda s: None,
     )  # fmt: skip

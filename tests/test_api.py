@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -390,3 +393,26 @@ def test_every_python_block_of_the_api_doc_runs(tmp_path, monkeypatch):
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc.name}, python block {i + 1}", "exec"), namespace)  # noqa: S102
     assert namespace["lm"].next("abc", k=1)[0][0] == "d"
+
+
+def test_loading_a_model_imports_neither_the_loop_nor_the_multi_process_code(tmp_path):
+    """`rnnlab.load` and the questions asked of it need the weights, not the trainer: no
+    training loop, no DDP code, and no tqdm beyond what `import torch` itself brings."""
+    run = train_tiny(tmp_path).run_dir
+    code = (
+        "import sys, torch\n"
+        "bare = 'tqdm' in sys.modules\n"
+        "import rnnlab\n"
+        f"lm = rnnlab.load({str(run)!r})\n"
+        "lm.next('the c'); lm.generate('the c', 20); lm.score('the cat')\n"
+        "heavy = [m for m in ('rnnlab.training.loop', 'rnnlab.training.distributed', "
+        "'rnnlab.training.lm', 'rnnlab.training.start') if m in sys.modules]\n"
+        "print(heavy, bare, 'tqdm' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()  # fmt: skip
+    heavy, bare, after = out[0], out[1], out[2]
+    assert heavy == "[]"
+    assert after == bare  # torch.hub imports tqdm where it is installed; rnnlab adds nothing

@@ -137,3 +137,56 @@ def test_nothing_outside_cli_imports_it():
         if part(m) not in ("cli", "__main__") and any(part(d) == "cli" for d in deps)
     ]
     assert offenders == []
+
+
+# -- one way to start a run: front doors parse, call and print --------------------------------
+
+# Calls that seed the global generators: only rnnlab.seeding makes them.
+GLOBAL_SEEDS = {("torch", "manual_seed"), ("random", "seed"), ("np.random", "seed")}
+GLOBAL_SEEDS |= {("torch.cuda", "manual_seed"), ("numpy.random", "seed")}
+# What starts or builds a run: only the families' start functions (training/lm.py,
+# seq2seq/runs.py) call these, through rnnlab.training.start.
+RUN_BUILDERS = {"Trainer", "lm_trainer", "open_run", "LanguageModelFamily", "Seq2SeqFamily"}
+RUN_BUILDERS |= {"seed_everything", "seed_rank"}
+
+
+def called_names(path: Path) -> set[tuple[str, str]]:
+    """(owner, name) of every call in a module: `torch.manual_seed(0)` -> ("torch", ...)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        fn = node.func
+        if isinstance(fn, ast.Name):
+            out.add(("", fn.id))
+        elif isinstance(fn, ast.Attribute):
+            out.add((ast.unparse(fn.value), fn.attr))
+    return out
+
+
+def test_only_the_seeding_module_seeds_the_global_generators():
+    offenders = sorted(
+        f"{m}: {owner}.{name}"
+        for m, path in modules().items()
+        if m != "rnnlab.seeding"
+        for owner, name in called_names(path)
+        if (owner, name) in GLOBAL_SEEDS
+    )
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in modules() if part(m) in ENTRY | FRONT and m != "rnnlab.__main__")
+)
+def test_front_doors_neither_seed_nor_build_trainers(module):
+    calls = called_names(modules()[module])
+    seeds = {c for c in calls if c in GLOBAL_SEEDS}
+    builds = {name for _, name in calls if name in RUN_BUILDERS}
+    assert not seeds and not builds, f"{module} seeds or builds a run itself: {seeds or builds}"
+
+
+def test_the_front_door_check_sees_a_seed(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\ntorch.manual_seed(0)\nTrainer(1)\n", encoding="utf-8")
+    calls = called_names(bad)
+    assert ("torch", "manual_seed") in calls and ("", "Trainer") in calls

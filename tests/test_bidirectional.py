@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rnnlab.cli import main
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.training import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, lm_trainer
 
 V = 8
 
@@ -20,7 +20,7 @@ def train_on_random_text(tmp_path, bidirectional: bool) -> tuple[RNNLM, torch.Te
     torch.manual_seed(0)
     model = RNNLM(V, ModelConfig(cell="gru", hidden=32, dropout=0.0, bidirectional=bidirectional))
     cfg = TrainConfig(batch_size=16, num_steps=16, sampling="random", epochs=4, lr=0.01)
-    Trainer(
+    lm_trainer(
         model, cfg, ids[:5000], ids[5000:], tmp_path, {}, progress=False, log=lambda s: None
     ).fit()
     return model.eval(), ids[5000:5400]

@@ -15,7 +15,7 @@ from rnnlab.data import prepare_data
 from rnnlab.devices import available, resolve_device
 from rnnlab.errors import UsageError
 from rnnlab.model import ModelConfig
-from rnnlab.training import TrainConfig, Trainer, load_run, new_trainer
+from rnnlab.training import LanguageModelRecipe, TrainConfig, Trainer, load_run, open_run
 from rnnlab.training.distributed import World, backend_for
 from rnnlab.training.precision import Precision, resolve_precision
 from rnnlab.training.runtime import Runtime, model_for_device
@@ -165,7 +165,7 @@ def test_bf16_autocast_trains_on_the_cpu_and_is_recorded(corpus, tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=0.05)  # and the model learns the same
 
 
-def fp16_trainer(corpus: Path, run_dir: Path, epochs: int) -> Trainer:
+def fp16_trainer(corpus: Path, run_dir: Path, epochs: int, resume: bool = False) -> Trainer:
     """A Trainer with an fp16 GradScaler on the CPU (the CLI keeps fp16 for GPUs, but the
     scaler's bookkeeping is the same everywhere, and GRU autocasts to fp16 on the CPU)."""
     data = prepare_data(DataConfig(corpus=str(corpus)))
@@ -173,16 +173,8 @@ def fp16_trainer(corpus: Path, run_dir: Path, epochs: int) -> Trainer:
     runtime = Runtime(precision=Precision("fp16", "cpu", scaler))
     train = TrainConfig(batch_size=4, num_steps=8, epochs=epochs, save_every=7)
     model = ModelConfig(hidden=16, layers=1, dropout=0.0)
-    return new_trainer(
-        data,
-        DataConfig(corpus=str(corpus)),
-        model,
-        train,
-        run_dir,
-        runtime,
-        progress=False,
-        log=lambda s: None,
-    )
+    recipe = LanguageModelRecipe(DataConfig(corpus=str(corpus)), model, train, data)
+    return open_run(recipe, run_dir, resume=resume, runtime=runtime, log=lambda s: None)
 
 
 def test_fp16_grad_scaler_state_is_checkpointed_so_resume_is_exact(corpus, tmp_path):
@@ -192,7 +184,7 @@ def test_fp16_grad_scaler_state_is_checkpointed_so_resume_is_exact(corpus, tmp_p
     newest = ckpt.list_checkpoints(resumed)[-1][1]
     scaler = json.loads((newest / ckpt.TRAINER).read_text())["grad_scaler"]
     assert scaler["scale"] > 0 and "_growth_tracker" in scaler
-    trainer = fp16_trainer(corpus, resumed, epochs=2)
+    trainer = fp16_trainer(corpus, resumed, epochs=2, resume=True)
     trainer.resume()
     assert trainer.runtime.precision.scaler.get_scale() == scaler["scale"]
     trainer.fit()

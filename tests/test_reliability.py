@@ -30,7 +30,7 @@ from rnnlab.corpus import DataConfig
 from rnnlab.data import prepare_data
 from rnnlab.errors import CheckpointError, NumericalError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.training import TrainConfig, Trainer, load_run
+from rnnlab.training import TrainConfig, Trainer, lm_trainer, load_run
 
 pytestmark = pytest.mark.reliability
 
@@ -160,7 +160,7 @@ def make_trainer(run_dir: Path, **train_kw) -> Trainer:
     ids = torch.randint(11, (1500,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     model = RNNLM(11, ModelConfig(hidden=16, dropout=0.2))
     cfg = TrainConfig(batch_size=4, num_steps=10, **train_kw)
-    return Trainer(
+    return lm_trainer(
         model, cfg, ids[:1300], ids[1300:], run_dir, {}, progress=False, log=lambda s: None
     )
 

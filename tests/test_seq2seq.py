@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -46,8 +47,8 @@ from rnnlab.seq2seq.pairs import (
     prepare_pairs,
 )
 from rnnlab.seq2seq.runs import load_seq2seq, run_config
-from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig, Seq2SeqTrainer
-from rnnlab.training import StopRequested
+from rnnlab.seq2seq.train import EpochRecord, Seq2SeqFamily, Seq2SeqTrainConfig
+from rnnlab.training import StopRequested, Trainer
 
 PAIRS = ANTONYM_PAIRS[:24]
 
@@ -403,7 +404,8 @@ def test_a_stop_inside_an_epoch_resumes_exactly(tmp_path, monkeypatch):
         torch.manual_seed(seed)
         model = Seq2Seq(len(data.vocab), model_cfg)
         config = run_config(pairs_cfg, model_cfg, train_cfg, data)
-        return Seq2SeqTrainer(model, data, train_cfg, run_dir, config, log=lambda s: None)
+        family = Seq2SeqFamily(model, data, train_cfg)
+        return Trainer(family, train_cfg, run_dir, config, log=lambda s: None)
 
     straight = new_trainer(tmp_path / "straight", seed=0)
     straight.fit()
@@ -610,3 +612,23 @@ def test_seq2seq_is_a_command_of_rnnlab(course_run, capsys):
     assert cli.main(["seq2seq", "translate", str(course_run), "UP"]) == 2
     assert "not in the model's vocabulary" in capsys.readouterr().err
     assert cli.main(["seq2seq", "evaluate", str(course_run), "--bogus"]) == 2
+
+
+def test_the_same_seed_twice_gives_identical_runs(tmp_path, capsys):
+    """The start every run shares seeds torch, random and numpy: two runs of one command
+    write the same weights, metrics (bar the seconds) and steps."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run_cli(capsys, "train", *SMALL, "--epochs", "2", "--out", str(out))[0] == 0
+    assert_same_run(a, b)
+
+
+def test_lr_decay_means_what_it_means_for_the_language_model():
+    from rnnlab.training import TrainConfig
+
+    help_of = {
+        cls: next(f for f in dataclasses.fields(cls) if f.name == "lr_decay").metadata["help"]
+        for cls in (TrainConfig, Seq2SeqTrainConfig)
+    }
+    assert help_of[TrainConfig] == help_of[Seq2SeqTrainConfig]
+    assert "did not improve the held-out loss" in help_of[TrainConfig]

@@ -9,7 +9,7 @@ import torch
 
 from rnnlab.errors import NumericalError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.training import TrainConfig, Trainer
+from rnnlab.training import TrainConfig, lm_trainer
 
 V = 11
 
@@ -19,7 +19,7 @@ def make_trainer(tmp_path, sampling="sequential", epochs=2, cell="gru", **train_
     ids = torch.randint(V, (1500,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     model = RNNLM(V, ModelConfig(cell=cell, hidden=16, dropout=0.0))
     cfg = TrainConfig(batch_size=4, num_steps=10, sampling=sampling, epochs=epochs, **train_kw)
-    return Trainer(
+    return lm_trainer(
         model, cfg, ids[:1300], ids[1300:], tmp_path / "run", {}, progress=False, log=lambda s: None
     )
 
@@ -80,7 +80,7 @@ def test_loss_decreases(tmp_path):
     ids = torch.tensor([i % 7 for i in range(2000)], dtype=torch.uint8)
     torch.manual_seed(0)
     model = RNNLM(7, ModelConfig(hidden=32, dropout=0.0))
-    trainer = Trainer(
+    trainer = lm_trainer(
         model,
         TrainConfig(batch_size=8, num_steps=16, epochs=3, lr=0.01),
         ids[:1800],
@@ -176,3 +176,34 @@ def test_interrupt_mid_epoch_then_resume_is_exact(tmp_path, sampling, cell):
     assert resumed.history[-1].valid == straight.history[-1].valid
     for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_run_stopped_inside_an_epoch_reports_its_real_figures(tmp_path, capsys):
+    """--max-steps inside the first epoch: the summary has the held-out figure of the weights
+    it saved, the part of an epoch done, and the speed of the steps taken."""
+    import json
+
+    from rnnlab.cli import main
+    from tinyrun import write_corpus
+
+    corpus = write_corpus(tmp_path)
+    flags = ["--hidden", "16", "--batch-size", "4", "--num-steps", "16", "--max-steps", "5"]
+    assert (
+        main(["train", "--corpus", str(corpus), *flags, "--out", str(tmp_path / "r"), "--json"])
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 5 and 0 < summary["epochs"] < 1
+    assert summary["best_valid_ppl"] == pytest.approx(summary["valid_ppl"])
+    assert summary["chars_per_sec"] > 0 and summary["best_epoch"] == 0
+
+
+def test_train_step_detaches_through_the_tested_function(tmp_path, monkeypatch):
+    """The detach the tests check (`model.detach_state`) is the one training runs."""
+    from rnnlab.training import loop
+
+    calls = []
+    real = loop.detach_state
+    monkeypatch.setattr(loop, "detach_state", lambda s: calls.append(1) or real(s))
+    make_trainer(tmp_path, epochs=1).fit()
+    assert len(calls) > 0

@@ -24,11 +24,10 @@ import csv
 import dataclasses
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,14 +37,16 @@ from rnnlab.corpus import DataConfig, corpus_label
 from rnnlab.data import encode_corpus, prepare_data
 from rnnlab.decoding import encode_known, score_text
 from rnnlab.devices import resolve_device
-from rnnlab.errors import CheckpointError, RnnlabError, UsageError
+from rnnlab.errors import CheckpointError, RnnlabError, UsageError, stderr
 from rnnlab.generate import GenerateConfig, Prediction, predict
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
-from rnnlab.model import BIDIRECTIONAL_WARNING, RNNLM, ModelConfig, count_parameters, eval_mode
+from rnnlab.model import RNNLM, ModelConfig, count_parameters, eval_mode
 from rnnlab.presets import get_preset
-from rnnlab.training import EpochResult, LoadedRun, TrainConfig, load_run
-from rnnlab.training.runtime import RuntimeConfig
-from rnnlab.training.session import finish_run, open_run, run_configs
+from rnnlab.training.config import RuntimeConfig, TrainConfig
+from rnnlab.training.runs import LoadedRun, load_run
+
+if TYPE_CHECKING:
+    from rnnlab.training.lm import EpochResult
 
 __all__ = [
     "PATTERNS",
@@ -65,10 +66,6 @@ __all__ = [
     "scores_dict",
     "train",
 ]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 # -- patterns a hidden unit may track ------------------------------------------------------------
@@ -497,7 +494,7 @@ def load(
     path: str | Path,
     device: str | torch.device = "auto",
     impl: str | None = None,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] = stderr,
 ) -> LanguageModel:
     """The best checkpoint of a run directory (or the checkpoint directory given), verified.
 
@@ -575,28 +572,24 @@ def train(
         quiet: False prints the CLI's per-epoch lines.
         progress: show a progress bar (tqdm) during each epoch.
     """
+    # The loop, tqdm and the multi-process code are imported on first use: loading a model
+    # for questions (`load`) needs none of them.
+    from rnnlab.training.lm import run_summary, start_lm_run
+    from rnnlab.training.start import finish_run
+
     data_values, model_values, train_values, runtime_values = _route(options)
     if resume and out is None:
         raise UsageError("resume=True needs out= naming the run to continue")
-    data_cfg, model_cfg, train_cfg = run_configs(
-        get_preset(preset) if preset else None,
-        data_values,
-        model_values,
-        train_values,
-        Path(out) if resume and out is not None else None,
-    )
 
     def log(message: str) -> None:
         if not quiet:
             print(message)
 
-    trainer = open_run(
-        data_cfg, model_cfg, train_cfg, RuntimeConfig(**runtime_values),
-        None if out is None else Path(out), force=force, resume=resume, progress=progress,
-        log=log, warn=_stderr,
+    trainer = start_lm_run(
+        get_preset(preset) if preset else None, data_values, model_values, train_values,
+        RuntimeConfig(**runtime_values), None if out is None else Path(out), force=force,
+        resume=resume, progress=progress, log=log, warn=stderr,
     )  # fmt: skip
-    if model_cfg.bidirectional:
-        _stderr(BIDIRECTIONAL_WARNING)
     result = finish_run(trainer)
     model = load(trainer.run_dir, device=trainer.runtime.device)
-    return TrainedRun(model, result.summary(), trainer.history)
+    return TrainedRun(model, run_summary(result), trainer.history)

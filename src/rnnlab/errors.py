@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback (exit 1).
 
 from __future__ import annotations
 
+import sys
+
 
 class RnnlabError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
@@ -29,3 +31,13 @@ class NumericalError(RnnlabError):
     """Training produced NaN or inf (exit 4)."""
 
     exit_code = 4
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field, for messages: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def stderr(message: str) -> None:
+    """The default channel of warnings and notes: one line on standard error."""
+    print(message, file=sys.stderr)

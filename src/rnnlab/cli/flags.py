@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rnnlab.devices import DEVICE_HELP
-from rnnlab.errors import RnnlabError, UsageError
+from rnnlab.errors import RnnlabError, UsageError, flag
+from rnnlab.errors import stderr as stderr  # the commands print warnings through it
 from rnnlab.jsonout import strict_dumps
 from rnnlab.training.distributed import teardown as distributed_teardown
 
@@ -33,10 +34,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] = ()) -> None:
@@ -89,10 +86,6 @@ def common_parser() -> Parser:
     )
     common.add_argument("--device", default="auto", help=DEVICE_HELP)
     return common
-
-
-def stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def json_line(obj: dict[str, Any]) -> str:

@@ -9,32 +9,20 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from rnnlab import checkpoint as ckpt
-from rnnlab.cli.flags import add_config_args, config_from, flag, given, json_line, stderr
+from rnnlab.cli.flags import add_config_args, config_from, given, json_line, stderr
 from rnnlab.decoding import DecodeConfig
-from rnnlab.devices import describe
 from rnnlab.errors import UsageError
-from rnnlab.model import count_parameters
 from rnnlab.seq2seq.evaluate import beam_vs_greedy, evaluate_pairs, translate
-from rnnlab.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from rnnlab.seq2seq.model import Seq2SeqConfig
 from rnnlab.seq2seq.pairs import PairData, PairsConfig, load_pairs, prepare_pairs
-from rnnlab.seq2seq.runs import (
-    RUN_FILES,
-    check_same_pairs,
-    configs_from_json,
-    default_run_dir,
-    load_seq2seq,
-    run_config,
-    use_device,
-)
-from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig, Seq2SeqTrainer
-from rnnlab.training import StopRequested, claim_run_dir
+from rnnlab.seq2seq.runs import load_seq2seq, start_seq2seq_run, use_device
+from rnnlab.seq2seq.train import EpochRecord, Seq2SeqTrainConfig
+from rnnlab.training.loop import Trainer
+from rnnlab.training.signals import StopRequested
+from rnnlab.training.start import finish_run
 
 SHOW_DEFAULT = 5
 
@@ -95,73 +83,8 @@ def add_parsers(subparsers: Any, common: argparse.ArgumentParser) -> None:
 # -- commands -------------------------------------------------------------------------------------
 
 
-def resumed_configs(
-    args: argparse.Namespace, stored: dict[str, Any]
-) -> tuple[PairsConfig, Seq2SeqConfig, Seq2SeqTrainConfig]:
-    """The stored configs of the run in --out, with the training flags given on top.
-
-    Rerunning the command that started the run, with --resume appended, must continue it: a
-    pairs or model flag equal to the stored one is no change. One that differs is refused,
-    naming both values, since the weights and the vocabulary could not follow.
-    """
-    pairs_cfg, model_cfg, stored_train = configs_from_json(stored, args.out)
-    changed = []
-    for cfg, cls in ((pairs_cfg, PairsConfig), (model_cfg, Seq2SeqConfig)):
-        for name, value in given(cls, args).items():
-            if getattr(cfg, name) != value:
-                changed.append(
-                    f"{flag(name)} (the run has {getattr(cfg, name)!r}, given {value!r})"
-                )
-    if changed:
-        raise UsageError(
-            f"cannot change {', '.join(changed)} when resuming: the run keeps its pairs and "
-            "model; drop the flag, or start a new run with another --out"
-        )
-    return pairs_cfg, model_cfg, config_from(Seq2SeqTrainConfig, args, base=stored_train)
-
-
-def new_trainer(args: argparse.Namespace, **options: Any) -> tuple[Seq2SeqTrainer, PairData]:
-    """A freshly initialised model (seeded by --seed) and the trainer of a new run."""
-    pairs_cfg = config_from(PairsConfig, args)
-    model_cfg = config_from(Seq2SeqConfig, args)
-    train_cfg = config_from(Seq2SeqTrainConfig, args)
-    data = prepare_pairs(pairs_cfg)
-    run_dir = args.out or default_run_dir(pairs_cfg, model_cfg)
-    claim_run_dir(run_dir, force=args.force, resume=False, files=RUN_FILES)
-    torch.manual_seed(train_cfg.seed)
-    model = Seq2Seq(len(data.vocab), model_cfg)
-    config = run_config(pairs_cfg, model_cfg, train_cfg, data)
-    trainer = Seq2SeqTrainer(model, data, train_cfg, run_dir, config, **options)
-    device = trainer.device
-    trainer.log(
-        f"training a {model_cfg.cell.upper()} encoder-decoder ({count_parameters(model):,} "
-        f"parameters, vocabulary {len(data.vocab)}) on {pairs_cfg.pairs}: {len(data.train):,} "
-        f"train / {len(data.heldout):,} held-out pairs"
-        + ("" if device.type == "cpu" else f", on {describe(device)}")
-        + f" -> {run_dir}"
-    )
-    return trainer, data
-
-
-def resumed_trainer(args: argparse.Namespace, **options: Any) -> tuple[Seq2SeqTrainer, PairData]:
-    """The trainer of the run in --out, restored from its newest checkpoint."""
-    if args.out is None:
-        raise UsageError("--resume needs --out DIR naming the run to continue")
-    claim_run_dir(args.out, force=False, resume=True, files=RUN_FILES)
-    stored = ckpt.read_json(args.out, ckpt.CONFIG)
-    pairs_cfg, model_cfg, train_cfg = resumed_configs(args, stored)
-    data = prepare_pairs(pairs_cfg)
-    check_same_pairs(args.out, stored, pairs_cfg, data)
-    model = Seq2Seq(len(data.vocab), model_cfg)  # the checkpoint's weights replace these
-    config = run_config(pairs_cfg, model_cfg, train_cfg, data)
-    trainer = Seq2SeqTrainer(model, data, train_cfg, args.out, config, **options)
-    trainer.resume()
-    trainer.log(f"resuming {args.out} after epoch {trainer.epoch} (step {trainer.step})")
-    return trainer, data
-
-
 def train_summary(
-    last: EpochRecord, trainer: Seq2SeqTrainer, data: PairData, seconds: float
+    last: EpochRecord, trainer: Trainer, data: PairData, seconds: float
 ) -> dict[str, Any]:
     """The `--json` line of `train`: the last epoch's figures (NaN/inf print as null)."""
     return {
@@ -183,14 +106,16 @@ def train_summary(
 def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     log = (lambda s: None) if args.quiet or args.json else print
-    start_run = resumed_trainer if args.resume else new_trainer
-    device = use_device(args.device)  # a device that is not there: exit 2 before any work
     # warnings (a damaged checkpoint skipped, other threads) are shown even with --quiet/--json
-    trainer, data = start_run(args, progress=progress, log=log, warn=stderr, device=device)
+    trainer = start_seq2seq_run(
+        given(PairsConfig, args), given(Seq2SeqConfig, args), given(Seq2SeqTrainConfig, args),
+        args.out, force=args.force, resume=args.resume, device=args.device, progress=progress,
+        log=log, warn=stderr,
+    )  # fmt: skip
+    data = trainer.family.data
     run_dir = trainer.run_dir
-    start = time.perf_counter()
     try:
-        last = trainer.fit()
+        result = finish_run(trainer)
     except StopRequested as stop:
         for s in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is safe: let nothing cut
             signal.signal(s, signal.SIG_IGN)  # the message below short
@@ -199,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"saved in {run_dir}: continue with `rnnlab seq2seq train --out {run_dir} --resume`"
         )
         return stop.exit_code
-    seconds = time.perf_counter() - start
+    last, seconds = result.last, result.seconds
     if args.json:
         print(json_line(train_summary(last, trainer, data, seconds)))
         return 0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnlab.cli.flags import add_config_args
+from rnnlab.cli.flags import add_config_args, flag
 from rnnlab.corpus import DataConfig
 from rnnlab.devices import DEVICE_HELP, resolve_device
 from rnnlab.errors import UsageError
@@ -147,7 +147,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
     for name, value in SWEEP_MODEL_DEFAULTS.items():
         m.add_argument(
-            "--" + name.replace("_", "-"),
+            flag(name),
             dest=name,
             type=type(value),
             default=argparse.SUPPRESS,

@@ -9,19 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from rnnlab.batches import make_batches
 from rnnlab.cli.flags import add_config_args, config_from, given, json_line, stderr
 from rnnlab.corpus import DataConfig
-from rnnlab.data import prepare_data
-from rnnlab.devices import describe, resolve_device
-from rnnlab.errors import UsageError
-from rnnlab.model import BIDIRECTIONAL_WARNING, RNNLM, ModelConfig, forward_check
+from rnnlab.devices import describe
+from rnnlab.model import ModelConfig
 from rnnlab.presets import PRESETS, get_preset
-from rnnlab.training import StopRequested, TrainConfig
-from rnnlab.training.runtime import RuntimeConfig, model_for_device
-from rnnlab.training.session import finish_run, open_run, run_configs
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.lm import forward_check_run, run_summary, start_lm_run
+from rnnlab.training.runtime import RuntimeConfig
+from rnnlab.training.signals import StopRequested
+from rnnlab.training.start import finish_run
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -58,25 +55,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     log = (lambda s: None) if args.quiet or args.json else print
-    if args.resume and args.out is None:
-        raise UsageError("--resume needs --out DIR naming the run to continue")
     preset = get_preset(args.preset) if args.preset else None
-    data_cfg, model_cfg, train_cfg = run_configs(
-        preset,
-        given(DataConfig, args),
-        given(ModelConfig, args),
-        given(TrainConfig, args),
-        args.out if args.resume else None,
-    )
     if preset and not args.resume and not args.quiet:
         stderr(f"preset {preset.name}: {preset.description}. {preset.note}")
-    trainer = open_run(
-        data_cfg, model_cfg, train_cfg, config_from(RuntimeConfig, args), args.out,
-        force=args.force, resume=args.resume, threads=args.threads, progress=progress, log=log,
+    trainer = start_lm_run(
+        preset, given(DataConfig, args), given(ModelConfig, args), given(TrainConfig, args),
+        config_from(RuntimeConfig, args), args.out, force=args.force, resume=args.resume,
+        threads=args.threads, progress=progress, log=log,
         warn=stderr,  # warnings are shown even with --quiet or --json
     )  # fmt: skip
-    if model_cfg.bidirectional:
-        stderr(BIDIRECTIONAL_WARNING)
     try:
         result = finish_run(trainer)
     except StopRequested as stop:
@@ -90,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--resume`"
             )
         return stop.exit_code
-    summary = result.summary()
+    summary = run_summary(result)
     if not trainer.runtime.world.is_main:
         return 0
     if args.json:
@@ -113,25 +100,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     data_cfg = config_from(DataConfig, args)
     model_cfg = config_from(ModelConfig, args)
     train_cfg = config_from(TrainConfig, args)
-    device = resolve_device(args.device)
-    model_cfg = model_for_device(model_cfg, device, stderr)
-    data = prepare_data(data_cfg)
-    torch.manual_seed(train_cfg.seed)
-    model = RNNLM(len(data.vocab), model_cfg).to(device)
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    ids = data.train_ids.to(device)
-    X, Y = next(
-        make_batches(ids, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling, gen)
-    )
-    # X, Y: (B, T)
-    result = forward_check(model, X, Y)
-    B, T, V = X.shape[0], X.shape[1], len(data.vocab)
+    check = forward_check_run(data_cfg, model_cfg, train_cfg, args.device, stderr)
+    result, X, model = check.figures, check.X, check.model
+    device = X.device
+    B, T, V = X.shape[0], X.shape[1], len(check.data.vocab)
     print(
-        f"corpus {data_cfg.corpus}: vocabulary |V| = {V}, {len(data.train_ids):,} train chars"
+        f"corpus {data_cfg.corpus}: vocabulary |V| = {V}, {len(check.data.train_ids):,} train chars"
         + ("" if device.type == "cpu" else f" (on {describe(device)})")
     )
     print(
-        f"model  {model_cfg.cell} x{model_cfg.layers}, hidden {model_cfg.hidden}, "
+        f"model  {model.config.cell} x{model.config.layers}, hidden {model.config.hidden}, "
         f"input {'one-hot' if model.embed_size == 0 else f'embedding {model.embed_size}'}"
     )
     print(f"input X          {tuple(X.shape)}  (B, T) = ({B}, {T})")

@@ -23,10 +23,12 @@ from rnnlab.corpus import DataConfig
 from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
 from rnnlab.gradflow import gradflow_windows, hidden_grad_norms
-from rnnlab.model import RNNLM, ModelConfig
+from rnnlab.model import ModelConfig
 from rnnlab.numpy_rnn import ACTIVATIONS, worked_example
 from rnnlab.plots import pyplot
-from rnnlab.training import TrainConfig, Trainer
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.lm import LanguageModelRecipe
+from rnnlab.training.start import open_run
 
 # torch's RNNs offer only tanh and relu. For the identity we use relu: relu(a) = a whenever
 # a >= 0, and in this example every pre-activation is >= 0 (non-negative inputs and weights,
@@ -173,21 +175,13 @@ def bptt_demo(
     curves: dict[str, list[float]] = {}
     ppl: dict[str, float] = {}
     for cell in cells:
-        torch.manual_seed(seed)
-        model = RNNLM(len(data.vocab), ModelConfig(cell=cell, hidden=hidden, dropout=0.0))
+        model_cfg = ModelConfig(cell=cell, hidden=hidden, dropout=0.0)
         cfg = TrainConfig(num_steps=num_steps, epochs=1000, max_time=seconds, seed=seed)
+        recipe = LanguageModelRecipe(DataConfig(corpus="timemachine"), model_cfg, cfg, data)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(
-                model,
-                cfg,
-                data.train_ids,
-                data.valid_ids,
-                Path(tmp),
-                {},
-                progress=False,
-                log=lambda s: None,
-            )
+            trainer = open_run(recipe, Path(tmp), force=True, log=lambda s: None)
             ppl[cell] = trainer.fit().valid.ppl
+        model = trainer.model
         curves[cell] = hidden_grad_norms(model, X, Y).tolist()
     distances = [d for d in (1, 2, 4, 8, 16, 32, 48, 63, 127) if d < num_steps]
     header = ["k steps back"] + [f"{c} (ppl {ppl[c]:.2f})" for c in cells]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from rnnlab import checkpoint as ckpt
-from rnnlab.data import Data, prepare_data
+from rnnlab.data import Data
 from rnnlab.errors import NumericalError, RnnlabError
 from rnnlab.experiments.measure import (
     gradient_flow,
@@ -40,16 +40,13 @@ from rnnlab.experiments.spec import Setting, SweepSpec
 from rnnlab.experiments.store import LOCK_FILE, RESULT_JSON
 from rnnlab.metrics import Metrics
 from rnnlab.model import count_parameters
-from rnnlab.training import (
-    SignalGuard,
-    StopRequested,
-    TrainConfig,
-    Trainer,
-    claim_run_dir,
-    new_trainer,
-)
+from rnnlab.training.config import TrainConfig
+from rnnlab.training.lm import LanguageModelRecipe
+from rnnlab.training.loop import Trainer
 from rnnlab.training.precision import set_tf32
 from rnnlab.training.runtime import Runtime, model_for_device
+from rnnlab.training.signals import SignalGuard, StopRequested
+from rnnlab.training.start import open_run
 
 
 @dataclass
@@ -74,7 +71,7 @@ def training_done(trainer: Trainer, cfg: TrainConfig) -> bool:
 def setting_runtime(device: torch.device) -> Runtime:
     """The runtime a setting trains on: `rnnlab train`'s defaults (fp32, no TF32) on `device`."""
     if device.type == "cuda":
-        torch.cuda.set_device(device)  # torch.cuda.manual_seed (new_trainer) seeds this one
+        torch.cuda.set_device(device)  # rnnlab.seeding seeds this one
         set_tf32(False)  # cuDNN allows TF32 by default: a sweep computes as `rnnlab train` does
     return Runtime(device=device)
 
@@ -88,22 +85,20 @@ def run_setting(job: Job, stop: Callable[[], int | None] = lambda: None) -> dict
     started = time.perf_counter()
     spec, s = job.spec, job.setting
     data_cfg, model_cfg, train_cfg = spec.configs(s)
-    data = prepare_data(data_cfg)
     run_dir = job.run_dir
     # A seconds budget restarts an unfinished setting: its clock cannot be resumed fairly.
     resume = spec.budget.kind != "seconds" and bool(ckpt.list_checkpoints(run_dir))
-    if not resume:
-        claim_run_dir(run_dir, force=True, resume=False)
     warnings: list[str] = []
     runtime = setting_runtime(torch.device(job.device))
     model_cfg = model_for_device(model_cfg, runtime.device, warnings.append)  # --impls fast
-    # The initial weights come from the seed index, not the run order (new_trainer seeds).
-    trainer = new_trainer(
-        data, data_cfg, model_cfg, train_cfg, run_dir, runtime=runtime, progress=False,
+    recipe = LanguageModelRecipe(data_cfg, model_cfg, train_cfg)
+    # The initial weights come from the seed index, not the run order (open_run seeds).
+    trainer = open_run(
+        recipe, run_dir, force=True, resume=resume, runtime=runtime, progress=False,
         log=lambda line: None, warn=warnings.append,
     )  # fmt: skip
-    if resume:
-        trainer.resume()
+    data = recipe.data
+    assert data is not None
     signum = stop()
     if signum is not None:
         raise StopRequested(signum)
@@ -145,10 +140,10 @@ def measure_setting(
     positions: list[float] | None = None
     gradflow: list[float] | None = None
     nan = float("nan")
-    if status == "ok":  # trainer.valid_ids: already on the model's device
-        heldout, positions = heldout_figures(model, trainer.valid_ids, T)
+    if status == "ok":  # trainer.family.valid_ids: already on the model's device
+        heldout, positions = heldout_figures(model, trainer.family.valid_ids, T)
         if T == job.spec.gradflow_steps():
-            gradflow = gradient_flow(model, trainer.valid_ids, T)
+            gradflow = gradient_flow(model, trainer.family.valid_ids, T)
     else:
         heldout = heldout_columns(Metrics(nan, nan, nan, 0), Metrics(nan, nan, nan, 0))
     row.update(heldout)

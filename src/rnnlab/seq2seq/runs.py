@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,24 @@ import torch
 
 from rnnlab import checkpoint as ckpt
 from rnnlab.devices import resolve_device
-from rnnlab.errors import CheckpointError, UsageError
+from rnnlab.errors import CheckpointError, UsageError, stderr
+from rnnlab.model import count_parameters
 from rnnlab.seq2seq.model import Seq2Seq, Seq2SeqConfig
-from rnnlab.seq2seq.pairs import BUILTINS, Pair, PairData, PairsConfig, PairVocab, pairs_tsv
-from rnnlab.seq2seq.train import HELDOUT, Seq2SeqTrainConfig
+from rnnlab.seq2seq.pairs import (
+    BUILTINS,
+    Pair,
+    PairData,
+    PairsConfig,
+    PairVocab,
+    pairs_tsv,
+    prepare_pairs,
+)
+from rnnlab.seq2seq.train import HELDOUT, Seq2SeqFamily, Seq2SeqTrainConfig
+from rnnlab.training.loop import Trainer
 from rnnlab.training.precision import set_tf32
+from rnnlab.training.runs import claim_run_dir
+from rnnlab.training.runtime import Runtime
+from rnnlab.training.start import open_run, resume_configs
 from rnnlab.version import __version__
 
 # rnnlab's own files at the root of a seq2seq run: --force deletes these (and the checkpoint
@@ -124,6 +138,81 @@ def check_same_pairs(
             f"the pairs changed since the run in {str(run_dir)!r} started (its split or "
             "vocabulary differs): restore them, or start a new run with another --out"
         )
+
+
+@dataclass
+class Seq2SeqRecipe:
+    """How a seq2seq run starts (`rnnlab.training.start.open_run`): pairs, model, record."""
+
+    pairs_config: PairsConfig
+    model_config: Seq2SeqConfig
+    train_config: Seq2SeqTrainConfig
+    data: PairData | None = None
+    files: tuple[str, ...] = RUN_FILES
+
+    def prepare(self) -> None:
+        if self.data is None:
+            self.data = prepare_pairs(self.pairs_config)
+
+    def default_run_dir(self) -> Path:
+        return default_run_dir(self.pairs_config, self.model_config)
+
+    def build(self, runtime: Runtime) -> Seq2SeqFamily:
+        assert self.data is not None
+        model = Seq2Seq(len(self.data.vocab), self.model_config)
+        return Seq2SeqFamily(model, self.data, self.train_config, runtime)
+
+    def run_config(self, runtime: Runtime) -> dict[str, Any]:
+        assert self.data is not None
+        return run_config(self.pairs_config, self.model_config, self.train_config, self.data)
+
+    def check_resume(self, run_dir: Path, stored: dict[str, Any]) -> None:
+        assert self.data is not None
+        check_same_pairs(run_dir, stored, self.pairs_config, self.data)
+
+    def started(self, trainer: Trainer) -> str:
+        assert self.data is not None
+        data = self.data
+        return (
+            f"training a {self.model_config.cell.upper()} encoder-decoder "
+            f"({count_parameters(trainer.model):,} parameters, vocabulary {len(data.vocab)}) on "
+            f"{self.pairs_config.pairs}: {len(data.train):,} train / {len(data.heldout):,} "
+            "held-out pairs"
+        )
+
+
+def start_seq2seq_run(
+    pairs_values: dict[str, Any],
+    model_values: dict[str, Any],
+    train_values: dict[str, Any],
+    run_dir: Path | None = None,
+    force: bool = False,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = stderr,
+) -> Trainer:
+    """Everything `rnnlab seq2seq train` does before the first step, in one call: the configs
+    (the stored ones on resume, checked against the values given), the device (refused before
+    any file is read), then `open_run`, the start every rnnlab run shares."""
+    device = use_device(device)
+    if resume:
+        if run_dir is None:
+            raise UsageError("--resume needs --out DIR naming the run to continue")
+        claim_run_dir(run_dir, force=False, resume=True, files=RUN_FILES)
+        stored = configs_from_json(ckpt.read_json(run_dir, ckpt.CONFIG), run_dir)
+        configs = resume_configs(stored, pairs_values, model_values, train_values, "pairs")
+    else:
+        configs = (
+            PairsConfig(**pairs_values),
+            Seq2SeqConfig(**model_values),
+            Seq2SeqTrainConfig(**train_values),
+        )
+    return open_run(
+        Seq2SeqRecipe(*configs), run_dir, force=force, resume=resume,
+        runtime=Runtime(device=device), progress=progress, log=log, warn=warn,
+    )  # fmt: skip
 
 
 @dataclass

@@ -1,37 +1,37 @@
-"""`TrainConfig`: how a language model is trained (minibatches, optimizer, budget, checkpoints).
+"""`LoopConfig`: how the one training loop runs; `TrainConfig`: the language model's on top;
+`RuntimeConfig`: where and how it computes.
 
-The CLI's `rnnlab train` flags are generated from these fields, so each default lives here once.
+The CLI's flags are generated from these fields, so each default lives here once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from rnnlab.batches import SAMPLINGS
-from rnnlab.errors import UsageError
+from rnnlab.devices import DEVICE_HELP
+from rnnlab.errors import UsageError, flag
+from rnnlab.training.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "sgd")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
-class TrainConfig:
-    """How to train: minibatches, optimizer, budget."""
+class LoopConfig:
+    """How the one training loop runs, for every family: optimizer, budget, checkpoints.
+
+    Each field is declared once here; a family's config adds its own fields and may give a
+    field another default (seq2seq: batch 64, 30 epochs, no decay, two checkpoints kept).
+    """
 
     batch_size: int = field(default=32, metadata={"help": "rows per minibatch (B)"})
-    num_steps: int = field(default=35, metadata={"help": "time steps per minibatch (T)"})
-    sampling: str = field(
-        default="sequential",
-        metadata={
-            "help": "random: shuffled windows, zero state each minibatch; sequential: state "
-            "carried across minibatches (truncated BPTT)",
-            "choices": SAMPLINGS,
-        },
-    )
     optimizer: str = field(default="adam", metadata={"help": "optimizer", "choices": OPTIMIZERS})
     lr: float = field(default=0.003, metadata={"help": "learning rate"})
     clip: float = field(default=1.0, metadata={"help": "max global norm of the gradient"})
@@ -42,7 +42,7 @@ class TrainConfig:
             "improve the held-out loss (1: never)"
         },
     )
-    epochs: int = field(default=20, metadata={"help": "passes over the training text"})
+    epochs: int = field(default=20, metadata={"help": "passes over the training data"})
     max_time: float | None = field(
         default=None, metadata={"help": "stop after this many seconds of training"}
     )
@@ -57,7 +57,7 @@ class TrainConfig:
     )
     keep: int = field(
         default=3,
-        metadata={"help": "checkpoints kept besides the best one; older ones are deleted"},
+        metadata={"help": "checkpoints kept (besides a language model's best); older ones deleted"},
     )
     divergence_factor: float = field(
         default=3.0,
@@ -68,14 +68,9 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_steps", "epochs", "keep"):
+        for name in ("batch_size", "epochs", "keep"):
             if getattr(self, name) < 1:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} must be at least 1, got {getattr(self, name)}")
-        if self.sampling not in SAMPLINGS:
-            raise UsageError(
-                f"unknown sampling {self.sampling!r}: use one of {', '.join(SAMPLINGS)}"
-            )
+                raise UsageError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(
                 f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"
@@ -99,7 +94,67 @@ class TrainConfig:
             raise UsageError(f"--divergence-factor must be 0 (off) or above 1, got {f}")
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def redefault(name: str, default: Any) -> Any:
+    """The `LoopConfig` field `name` with another default and the same help text: a family's
+    config changes a default without declaring the option a second time."""
+    base = next(f for f in dataclasses.fields(LoopConfig) if f.name == name)
+    return field(default=default, metadata=base.metadata)
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """How a language model is trained: the loop's options plus its windows of text."""
+
+    num_steps: int = field(default=35, metadata={"help": "time steps per minibatch (T)"})
+    sampling: str = field(
+        default="sequential",
+        metadata={
+            "help": "random: shuffled windows, zero state each minibatch; sequential: state "
+            "carried across minibatches (truncated BPTT)",
+            "choices": SAMPLINGS,
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_steps < 1:
+            raise UsageError(f"--num-steps must be at least 1, got {self.num_steps}")
+        if self.sampling not in SAMPLINGS:
+            raise UsageError(
+                f"unknown sampling {self.sampling!r}: use one of {', '.join(SAMPLINGS)}"
+            )
+
+
+def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr)
     return torch.optim.SGD(model.parameters(), lr=config.lr)
+
+
+@dataclass
+class RuntimeConfig:
+    """How to compute (not part of what a run is: it may change on --resume)."""
+
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32, or mixed precision on an accelerator: bf16, fp16 (with a gradient "
+            "scaler)",
+            "choices": PRECISIONS,
+        },
+    )
+    tf32: bool = field(
+        default=False,
+        metadata={"help": "allow TF32 tensor cores for fp32 products on NVIDIA GPUs"},
+    )
+    deterministic: bool = field(
+        default=False,
+        metadata={"help": "deterministic CUDA kernels (slower; see README, Scaling out)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"unknown --precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
+            )

@@ -2,8 +2,11 @@
 
 `train_step` below is the whole algorithm (d2l 9.5): a fresh or detached state, the forward pass,
 the mean cross-entropy over every time step, backward, clipping, a finite check, the update.
-`Trainer` is the bookkeeping around it: epochs, budgets, the progress bar, held-out evaluation,
-checkpoints and exact resume (`rnnlab.training.state`), signals (`rnnlab.training.signals`).
+`Trainer` is the bookkeeping around it, the same for every family (language model, seq2seq):
+epochs, budgets, the learning-rate decay, the progress bar, held-out evaluation, checkpoints and
+exact resume (`rnnlab.training.checkpointing`), signals (`rnnlab.training.signals`). A family
+(`rnnlab.training.lm.LanguageModelFamily`, `rnnlab.seq2seq.train.Seq2SeqFamily`) brings only
+its batches, its step and its evaluation.
 
 What a run promises (README.md, "What rnnlab guarantees", lists the tests): a checkpoint restores
 every RNG stream and the epoch in progress, so `--resume` in a new process continues bit for bit
@@ -13,26 +16,23 @@ gradient stops before the update, and no checkpoint ever holds a non-finite weig
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rnnlab import checkpoint as ckpt
-from rnnlab.batches import batches_per_epoch, check_length, make_batches
-from rnnlab.errors import CheckpointError, NumericalError, UsageError
-from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate_nll, metrics_from_nll
-from rnnlab.model import RNNLM, State
+from rnnlab.errors import NumericalError, UsageError
+from rnnlab.model import RNNLM, State, detach_state
 from rnnlab.training import distributed
-from rnnlab.training import state as saved
-from rnnlab.training.config import TrainConfig, make_optimizer
+from rnnlab.training.checkpointing import resume_trainer, save_trainer
+from rnnlab.training.config import LoopConfig, make_optimizer
 from rnnlab.training.logs import RunLogs
 from rnnlab.training.precision import FP32, Precision
 from rnnlab.training.runtime import CPU, Runtime
@@ -43,7 +43,8 @@ from rnnlab.training.signals import SignalGuard, StopRequested
 class Step:
     loss: float  # the minibatch's mean cross-entropy, in nats
     grad_norm: float  # the global gradient norm before clipping
-    state: State  # the final state, carried into the next minibatch (sequential sampling)
+    state: State | None  # the final state, carried into the next minibatch (sequential sampling)
+    count: int = 0  # predicted symbols in the global minibatch: the loss's weight in the sums
 
 
 def train_step(
@@ -63,12 +64,12 @@ def train_step(
     if state is None:
         state = model.begin_state(X.shape[0])  # random sampling, or the epoch's first minibatch
     else:  # keep the values, cut the graph, so gradients stop here: truncated BPTT
-        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        state = detach_state(state)
     with precision.autocast():  # fp32: nothing; bf16/fp16: mixed precision
         logits, state = model(X, state)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), Y.reshape(-1))  # mean of B*T
     value, norm = optimize(loss, model, optimizer, clip, precision.scaler, reduce)
-    return Step(value, norm, state)
+    return Step(value, norm, state, Y.numel())
 
 
 def optimize(
@@ -115,33 +116,83 @@ class NonFiniteStep(Exception):
 
 
 @dataclass
-class EpochResult:
-    epoch: int
-    train: Metrics
-    valid: Metrics
-    seconds: float  # training time of this epoch, evaluation excluded
-    steps: int
-    grad_norm: float  # mean global gradient norm before clipping
-    clipped: float  # fraction of steps where clipping fired
-
-
-@dataclass
 class EpochProgress:
-    """Where the current epoch stands: enough to stop after any step and continue exactly."""
+    """Where the current epoch stands: enough to stop after any step and continue exactly.
 
-    gen_state: torch.Tensor  # the batch generator's state at the epoch start: replays its order
+    `start` replays the epoch's order: the batch generator's state when it began (language
+    model) or the order it drew (seq2seq). The sums weigh each step's mean loss by its count of
+    predicted symbols, so the epoch's figure is a per-symbol mean, never a mean of means.
+    """
+
+    start: torch.Tensor
     batches_done: int = 0
-    total_nll: float = 0.0
-    chars: int = 0
+    total_loss: float = 0.0  # sum over steps of the step's mean loss times its symbols
+    count: int = 0  # predicted symbols so far
     grad_norms: float = 0.0
     clipped: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time, evaluation excluded
     state: State | None = None  # the carried hidden state (sequential sampling)
     finished: bool = False  # every minibatch of the epoch has been trained on
 
+    def sums(self) -> dict[str, Any]:
+        """What a checkpoint records of the epoch besides `start` and the carried state."""
+        return {
+            "batches_done": self.batches_done,
+            "total_loss": self.total_loss,
+            "count": self.count,
+            "grad_norms": self.grad_norms,
+            "clipped": self.clipped,
+            "seconds": self.seconds,
+        }
+
+
+class Record(Protocol):
+    """One epoch's figures, as a family words them; the loop needs only the held-out loss."""
+
+    @property
+    def heldout_loss(self) -> float: ...
+
+
+class Family(Protocol):
+    """What a family of models brings to the one loop: its batches, its step, its evaluation.
+
+    `model` is the module whose weights are saved; `save_interval` is the seconds between
+    epoch-end checkpoints (None: every epoch); `keeps_best` marks the checkpoint with the best
+    held-out loss as the run's model (the language model) instead of the newest (seq2seq).
+    """
+
+    model: nn.Module
+    metrics_header: str
+    save_interval: float | None
+    keeps_best: bool
+
+    def new_epoch(self, gen: torch.Generator) -> EpochProgress: ...
+
+    def restore_epoch(
+        self, start: torch.Tensor, state: State | None, sums: dict[str, Any]
+    ) -> EpochProgress: ...
+
+    def num_batches(self) -> int: ...
+
+    def batches(self, ep: EpochProgress, gen: torch.Generator) -> Iterator[Any]: ...
+
+    def train_mode(self) -> None: ...
+
+    def step(
+        self, batch: Any, ep: EpochProgress, optimizer: torch.optim.Optimizer, gen: torch.Generator
+    ) -> Step: ...
+
+    def epoch_record(self, ep: EpochProgress, epoch: int, lr: float) -> Record: ...
+
+    def metrics_row(self, record: Any, step: int) -> str: ...
+
+    def epoch_line(self, record: Any, improved: bool) -> str: ...
+
+    def files_once(self) -> dict[str, bytes]: ...
+
 
 class Trainer:
-    """Owns the model, optimizer and RNG streams of one run, and saves them to its directory.
+    """The one training loop: every family's epochs, budgets, decay, checkpoints and signals.
 
     `log` receives progress lines, `warn` one-line warnings (default: `log`); on a process of
     rank > 0 (torchrun) both are silent and nothing is written: rank 0 speaks for the run.
@@ -149,10 +200,8 @@ class Trainer:
 
     def __init__(
         self,
-        model: RNNLM,
-        config: TrainConfig,
-        train_ids: torch.Tensor,
-        valid_ids: torch.Tensor,
+        family: Family,
+        config: LoopConfig,
         run_dir: Path,
         run_config: dict,
         progress: bool = True,
@@ -160,94 +209,119 @@ class Trainer:
         warn: Callable[[str], None] | None = None,
         runtime: Runtime = CPU,
     ) -> None:
-        check_length(len(train_ids), config.batch_size, config.num_steps)
-        self.runtime = runtime
         world = runtime.world
-        self.model = model.to(runtime.device)
-        self.net = distributed.wrap(self.model, world, runtime.device)  # what the step trains
+        self.family = family
+        self.model = family.model  # the raw model: its weights are what a checkpoint holds
         self.config = config
-        self.train_ids = train_ids.to(runtime.device)  # the data go to the device once
-        self.valid_ids = valid_ids.to(runtime.device)
+        self.runtime = runtime
         self.run_dir = Path(run_dir)
         self.run_config = run_config
         self.progress = progress and world.is_main
         self.log = log if world.is_main else _silent
         self.warn = (log if warn is None else warn) if world.is_main else _silent
-        self.optimizer = make_optimizer(model, config)
-        self.batch_gen = torch.Generator().manual_seed(config.seed)  # offsets and window order
+        self.optimizer = make_optimizer(self.model, config)
+        self.batch_gen = torch.Generator().manual_seed(config.seed)  # order, windows, draws
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.current: EpochProgress | None = None  # the epoch under way, if any
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk
+        self.files_saved = False  # the family's once-only files (seq2seq's held-out pairs)
         self.best_valid = math.inf
         self.best_epoch = 0
         self.best_step: int | None = None  # the checkpoint holding the best weights
         self.initial_loss: float | None = None  # the first step's loss (divergence guard)
         self.divergence_warned = False
-        self.history: list[EpochResult] = []
-        self.logs = RunLogs(self.run_dir)  # flushed with each checkpoint: no I/O in the loop
-        self._reduce = self._global_loss if world.distributed else None
+        self.history: list[Any] = []  # the family's per-epoch records
+        self.logs = RunLogs(self.run_dir, header=family.metrics_header)  # flushed with each save
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> Any:
+        """Train to `epochs`, `max_time` or `max_steps`, evaluating after each epoch.
+
+        SIGINT/SIGTERM end the current step, save a checkpoint of the epoch in progress (resume
+        continues exactly there) and raise `StopRequested`. Reaching `max_steps` mid-epoch also
+        saves the epoch in progress; the result is then the partial epoch's, with the held-out
+        figures of the current weights. Returns the last epoch's record.
+        """
+        cfg = self.config
+        if self.epoch >= cfg.epochs:
+            raise UsageError(
+                f"run already trained {self.epoch} epochs: pass a larger --epochs to continue"
+            )
+        if self._max_steps_done():
+            raise UsageError(
+                f"run already took {self.step} steps: pass a larger --max-steps to continue"
+            )
+        deadline = None if cfg.max_time is None else time.perf_counter() + cfg.max_time
+        last_save = time.perf_counter()
+        with SignalGuard() as guard:
+            while self.epoch < cfg.epochs:
+                ep = self.run_epoch(deadline, guard)
+                signum, out_of_time = self._agree_to_stop(guard, deadline)
+                if ep.finished or (out_of_time and not signum):
+                    improved = self.finish_epoch(ep)
+                    interval = self.family.save_interval
+                    ending = bool(signum) or out_of_time or self.epoch >= cfg.epochs
+                    ending = ending or self._max_steps_done()
+                    if interval is None or ending or time.perf_counter() - last_save >= interval:
+                        self.save(best=improved and self.family.keeps_best)
+                        last_save = time.perf_counter()
+                else:
+                    self.save(best=False)  # resume continues inside this epoch
+                signum = signum or self._agree_to_stop(guard, None)[0]  # one during the save
+                if signum:
+                    raise StopRequested(signum)
+                if out_of_time or self._max_steps_done():
+                    break
+        if self.current is not None:  # stopped inside an epoch (max_steps)
+            return self.family.epoch_record(self.current, self.epoch + 1, self.lr)
+        return self.history[-1]
 
     def run_epoch(self, deadline: float | None, guard: SignalGuard) -> EpochProgress:
-        """One pass over the training text (or the rest of it, after a resume).
+        """One pass over the training data (or the rest of it, after a resume).
 
         Stops early, before the next step, on a signal, at the deadline or at `max_steps`;
         `finished` says whether every minibatch was trained on.
         """
-        cfg = self.config
+        cfg, family = self.config, self.family
         if self.current is None:
-            self.current = EpochProgress(gen_state=self.batch_gen.get_state())
+            self.current = family.new_epoch(self.batch_gen)
         ep = self.current
-        self.batch_gen.set_state(ep.gen_state)  # the same offset and order as when it began
-        batches = make_batches(
-            self.train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, self.batch_gen
-        )
-        for _ in range(ep.batches_done):  # already trained on before a resume
-            next(batches)
-        n_batches = batches_per_epoch(
-            len(self.train_ids), cfg.batch_size, cfg.num_steps, cfg.sampling
-        )
         bar = tqdm(
-            batches,
-            total=n_batches,
+            family.batches(ep, self.batch_gen),
+            total=family.num_batches(),
             initial=ep.batches_done,
             desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
             unit="batch",
         )
-        self.net.train()
-        rows = self.runtime.world.rows(cfg.batch_size)  # every row, for one process
+        family.train_mode()
         start = time.perf_counter()
         save_due = False
-        for X, Y in bar:  # (B, T), (B, T): the global minibatch
+        for batch in bar:
             if self._agree_to_stop(guard, deadline)[0] or self._max_steps_done():
                 break
             if save_due:  # deferred to here so that an epoch's last step saves only once
                 ep.seconds += time.perf_counter() - start
                 start = time.perf_counter()
                 self.save(best=False)
-            X, Y = X[rows], Y[rows]  # (B/N, T): this process's rows
-            # Random sampling: windows are unrelated, every minibatch starts from zero.
-            carried = None if cfg.sampling == "random" else ep.state
             try:
-                step = train_step(
-                    self.net, self.optimizer, X, Y, carried, cfg.clip,
-                    self.runtime.precision, self._reduce,
-                )  # fmt: skip
+                step = family.step(batch, ep, self.optimizer, self.batch_gen)
             except NonFiniteStep as e:
                 raise NumericalError(
                     f"{e} at step {self.step + 1} (epoch {self.epoch + 1}) "
-                    f"before the update; {self._kept()}: lower --lr or --clip"
+                    f"before the update; {self.kept()}: lower --lr or --clip"
                 ) from None
-            self._account(ep, step, Y.numel() * self.runtime.world.size)
+            self._account(ep, step)
             save_due = cfg.save_every > 0 and self.step % cfg.save_every == 0
             if self.progress:
                 elapsed = ep.seconds + time.perf_counter() - start
                 bar.set_postfix(
                     loss=f"{step.loss:.3f}",
                     ppl=f"{math.exp(min(step.loss, 700)):.2f}",
-                    cps=f"{ep.chars / max(elapsed, 1e-9):,.0f}",
+                    per_s=f"{ep.count / max(elapsed, 1e-9):,.0f}",
                 )
         else:
             ep.finished = True
@@ -255,9 +329,27 @@ class Trainer:
         ep.seconds += time.perf_counter() - start
         return ep
 
-    def _global_loss(self, loss: float) -> float:
-        """The global minibatch's mean loss: every rank holds B/N rows of it."""
-        return distributed.all_reduce([loss], self.runtime.world)[0] / self.runtime.world.size
+    def finish_epoch(self, ep: EpochProgress) -> bool:
+        """Evaluate, record the epoch, keep track of the best, decay the learning rate after an
+        epoch that did not improve the held-out loss. Returns whether it improved."""
+        record = self.family.epoch_record(ep, self.epoch + 1, self.lr)
+        self.epoch += 1
+        self.current = None
+        self.history.append(record)
+        self.logs.epoch(self.family.metrics_row(record, self.step))
+        improved = record.heldout_loss < self.best_valid
+        if improved:
+            self.best_valid, self.best_epoch = record.heldout_loss, self.epoch
+        else:  # a plateau or overfitting: smaller steps (pytorch word_language_model)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.lr_decay
+        self.log(self.family.epoch_line(record, improved and self.family.keeps_best))
+        return improved
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update."""
+        return self.optimizer.param_groups[0]["lr"]
 
     def _agree_to_stop(self, guard: SignalGuard, deadline: float | None) -> tuple[int, bool]:
         """(signal number or 0, out of time), the same on every rank: all stop at one step."""
@@ -266,13 +358,13 @@ class Trainer:
             signum, late = distributed.all_reduce([signum, late], self.runtime.world, "max")
         return int(signum), bool(late)
 
-    def _account(self, ep: EpochProgress, step: Step, chars: int) -> None:
+    def _account(self, ep: EpochProgress, step: Step) -> None:
         """Count a step taken: the epoch's sums, steps.csv, the divergence guard."""
         self.step += 1
         ep.batches_done += 1
         ep.state = step.state
-        ep.total_nll += step.loss * chars
-        ep.chars += chars
+        ep.total_loss += step.loss * step.count
+        ep.count += step.count
         ep.grad_norms += step.grad_norm
         ep.clipped += step.grad_norm > self.config.clip
         self.logs.step(f"{self.step},{self.epoch + 1},{step.loss!r},{step.grad_norm!r}")
@@ -284,7 +376,8 @@ class Trainer:
     def _max_steps_done(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
-    def _kept(self) -> str:
+    def kept(self) -> str:
+        """What a failure leaves behind, for its message."""
         if self.saved_step is None:
             return "no checkpoint had been written yet"
         where = str(self.run_dir)
@@ -304,221 +397,15 @@ class Trainer:
                 "consider a lower --lr or --clip"
             )
 
-    def fit(self) -> EpochResult:
-        """Train to `epochs`, `max_time` or `max_steps`, evaluating and checkpointing each epoch.
-
-        SIGINT/SIGTERM end the current step, save a checkpoint of the epoch in progress (resume
-        continues exactly there) and raise `StopRequested`. Reaching `max_steps` mid-epoch also
-        saves the epoch in progress; the result is then the partial epoch's, with the held-out
-        figures of the current weights.
-        """
-        cfg = self.config
-        if self._max_steps_done():
-            raise UsageError(
-                f"run already took {self.step} steps: pass a larger --max-steps to continue"
-            )
-        deadline = None if cfg.max_time is None else time.perf_counter() + cfg.max_time
-        with SignalGuard() as guard:
-            while self.epoch < cfg.epochs:
-                ep = self.run_epoch(deadline, guard)
-                signum, out_of_time = self._agree_to_stop(guard, deadline)
-                if ep.finished or (out_of_time and not signum):
-                    self.finish_epoch(ep)  # evaluates and saves
-                else:
-                    self.save(best=False)  # resume continues inside this epoch
-                signum = signum or self._agree_to_stop(guard, None)[0]  # one during the save
-                if signum:
-                    raise StopRequested(signum)
-                if out_of_time or self._max_steps_done():
-                    break
-        if self.current is not None:
-            return self.partial_result(self.current)
-        return self.history[-1]
-
-    def evaluate(self) -> Metrics:
-        """Held-out figures of the weights now; the rows are shared among processes."""
-        world = self.runtime.world
-        with self.runtime.precision.autocast():
-            nll, chars = evaluate_nll(
-                self.model, self.valid_ids, rows=PARALLEL_ROWS, shard=(world.rank, world.size)
-            )
-        nll = distributed.all_reduce([nll], world)[0]  # NLL sums, never averages of averages
-        return metrics_from_nll(nll, chars)
-
-    def epoch_result(self, ep: EpochProgress, epoch: int) -> EpochResult:
-        """The figures of an epoch (whole or stopped part-way), held-out ones of the weights now."""
-        steps = max(ep.batches_done, 1)
-        valid_m = self.evaluate()
-        train_m = metrics_from_nll(ep.total_nll, ep.chars) if ep.chars else valid_m
-        return EpochResult(
-            epoch=epoch,
-            train=train_m,
-            valid=valid_m,
-            seconds=ep.seconds,
-            steps=ep.batches_done,
-            grad_norm=ep.grad_norms / steps,
-            clipped=ep.clipped / steps,
-        )
-
-    def partial_result(self, ep: EpochProgress) -> EpochResult:
-        """An epoch stopped part-way: its training figures so far, held-out ones of the weights."""
-        return self.epoch_result(ep, self.epoch + 1)
-
-    def finish_epoch(self, ep: EpochProgress) -> None:
-        """Evaluate on the held-out text, record the metrics, keep the best weights, save."""
-        result = self.epoch_result(ep, self.epoch + 1)
-        train_m, valid_m = result.train, result.valid
-        self.epoch += 1
-        self.current = None
-        self.record(result)
-        improved = valid_m.loss < self.best_valid
-        if improved:
-            self.best_valid, self.best_epoch = valid_m.loss, self.epoch
-        else:  # a plateau or overfitting: smaller steps (pytorch word_language_model)
-            for group in self.optimizer.param_groups:
-                group["lr"] *= self.config.lr_decay
-        self.save(best=improved)
-        self.log(
-            f"epoch {self.epoch:3d}  train ppl {train_m.ppl:7.3f}  "
-            f"valid ppl {valid_m.ppl:7.3f} ({valid_m.bpc:.3f} bits/char)  "
-            f"{train_m.chars / max(ep.seconds, 1e-9):,.0f} chars/s" + ("  *" if improved else "")
-        )
-
-    def record(self, r: EpochResult) -> None:
-        self.history.append(r)
-        self.logs.epoch(
-            f"{r.epoch},{self.step},{r.train.loss:.6f},{r.train.ppl:.6f},"
-            f"{r.train.bpc:.6f},{r.valid.loss:.6f},{r.valid.ppl:.6f},{r.valid.bpc:.6f},"
-            f"{r.seconds:.3f},{r.train.chars / max(r.seconds, 1e-9):.1f},"
-            f"{r.grad_norm:.6f},{r.clipped:.4f}"
-        )
-
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- checkpoints: the code lives with the run state, in rnnlab.training.checkpointing ----
 
     def save(self, best: bool) -> None:
-        """Write a checkpoint of everything an exact resume needs; `best` marks it the best.
-
-        With several processes every rank takes part (the carried state's rows and the RNG
-        streams are gathered) and rank 0 writes; all ranks learn whether the write succeeded.
-        """
-        world = self.runtime.world
-        tensors = {"rng.batches": self.batch_gen.get_state()}
-        in_epoch = None
-        ep = self.current
-        if ep is not None:
-            tensors["epoch.gen_state"] = ep.gen_state
-            if ep.state is not None:
-                parts = ep.state if isinstance(ep.state, tuple) else (ep.state,)
-                for i, part in enumerate(parts):  # (L, B, H): the global batch's rows
-                    tensors[f"epoch.state.{i}"] = distributed.gather_rows(part.float(), world)
-            in_epoch = {
-                "batches_done": ep.batches_done,
-                "total_nll": ep.total_nll,
-                "chars": ep.chars,
-                "grad_norms": ep.grad_norms,
-                "clipped": ep.clipped,
-                "seconds": ep.seconds,
-            }
-        tensors.update(self._rank_streams())
-        best_step = self.step if best else self.best_step
-        trainer = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "in_epoch": in_epoch,
-            "best_valid_loss": ckpt.finite(self.best_valid),
-            "best_epoch": self.best_epoch,
-            "best_step": best_step,
-            "initial_loss": self.initial_loss,
-            "divergence_warned": self.divergence_warned,
-            "train_config": dataclasses.asdict(self.config),
-            "world_size": world.size,
-        }
-        if self.runtime.precision.scaler is not None:
-            trainer["grad_scaler"] = self.runtime.precision.scaler.state_dict()
-        failure = None
-        try:
-            saved.save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.model,
-                self.optimizer,
-                tensors,
-                trainer,
-                self.run_config,
-                self.logs,
-                keep=self.config.keep,
-                protect=[] if best_step is None else [best_step],
-                where=f"at step {self.step} (epoch {self.epoch + 1}); not saved: {self._kept()}: "
-                "lower --lr or --clip",
-                write=world.is_main,
-            )
-        except NumericalError:
-            raise  # every rank sees the same non-finite tensor and stops alike
-        except OSError as e:
-            failure = f"cannot write a checkpoint in {str(self.run_dir)!r}: {e.strerror or e}"
-        failure = distributed.broadcast_object(failure, world)
-        if failure:
-            raise CheckpointError(failure)
-        self.saved_step, self.best_step = self.step, best_step
-
-    def _rank_streams(self) -> dict[str, torch.Tensor]:
-        """Dropout streams: torch's CPU (and CUDA) RNG state, one per rank."""
-        world, device = self.runtime.world, self.runtime.device
-        out = {}
-        if world.distributed:
-            out["rng.torch.ranks"] = distributed.gather_stack(torch.get_rng_state(), world)
-        if device.type == "cuda":
-            out["rng.cuda.ranks"] = distributed.gather_stack(
-                torch.cuda.get_rng_state(device), world
-            )
-        return out
+        """Write a checkpoint of everything an exact resume needs; `best` marks it the best."""
+        save_trainer(self, best)
 
     def resume(self) -> None:
-        """Continue from the newest complete checkpoint, mid-epoch if it was saved there.
-
-        The same number of processes continues bit for bit (CPU, same threads); another number
-        re-slices the global state and continues correctly, but not bit for bit (warned).
-        """
-        world, device = self.runtime.world, self.runtime.device
-        restored = saved.restore_checkpoint(self.run_dir, self.model, self.optimizer, self.warn)
-        tensors, trainer = restored.tensors, restored.trainer
-        self.batch_gen.set_state(tensors["rng.batches"])
-        self.epoch = trainer["epoch"]
-        self.step = self.saved_step = trainer["step"]
-        best = trainer["best_valid_loss"]
-        self.best_valid = math.inf if best is None else best
-        self.best_epoch = trainer["best_epoch"]
-        self.best_step = trainer["best_step"]
-        self.initial_loss = trainer["initial_loss"]
-        self.divergence_warned = trainer["divergence_warned"]
-        then = trainer.get("world_size", 1)
-        if then != world.size:
-            self.warn(
-                f"warning: resuming a run of {then} process(es) with {world.size}: the global "
-                "batch and state are re-sliced, so it continues correctly but not bit for bit"
-            )
-        elif "rng.torch.ranks" in tensors:
-            torch.set_rng_state(tensors["rng.torch.ranks"][world.rank].clone())  # its own buffer
-        if device.type == "cuda" and "rng.cuda.ranks" in tensors:
-            streams = tensors["rng.cuda.ranks"]
-            torch.cuda.set_rng_state(streams[world.rank % len(streams)].clone(), device)
-        scaler = self.runtime.precision.scaler
-        if scaler is not None and "grad_scaler" in trainer:
-            scaler.load_state_dict(trainer["grad_scaler"])
-        self.current = None
-        if trainer.get("in_epoch"):
-            rows = world.rows(self.config.batch_size)
-            parts = [
-                tensors[k][:, rows].contiguous().to(device)  # (L, B/N, H): this rank's rows
-                for k in sorted(k for k in tensors if k.startswith("epoch.state."))
-            ]
-            state: State | None = None
-            if parts:
-                state = tuple(parts) if len(parts) == 2 else parts[0]  # type: ignore[assignment]
-            self.current = EpochProgress(
-                gen_state=tensors["epoch.gen_state"], state=state, **trainer["in_epoch"]
-            )
-        self.logs.cut_back(self.epoch, self.step)
+        """Continue from the newest complete checkpoint, mid-epoch if it was saved there."""
+        resume_trainer(self)
 
 
 def _silent(message: str) -> None:

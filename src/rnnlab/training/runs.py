@@ -8,27 +8,21 @@ checkpoint directories (`rnnlab.checkpoint`). Every command that writes one goes
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rnnlab import checkpoint as ckpt
 from rnnlab.corpus import DataConfig, corpus_label
-from rnnlab.data import Data
 from rnnlab.devices import resolve_device
-from rnnlab.errors import CheckpointError, UsageError
+from rnnlab.errors import CheckpointError, UsageError, stderr
 from rnnlab.model import RNNLM, ModelConfig
 from rnnlab.training.config import TrainConfig
-from rnnlab.training.loop import Trainer
-from rnnlab.training.runtime import CPU, Runtime
 from rnnlab.version import __version__
 from rnnlab.vocab import Vocab
 
@@ -76,38 +70,6 @@ def claim_run_dir(
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def new_trainer(
-    data: Data,
-    data_config: DataConfig,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    run_dir: Path,
-    runtime: Runtime = CPU,
-    **trainer_options: Any,
-) -> Trainer:
-    """A freshly initialised model and the Trainer of a new run in `run_dir`.
-
-    Every RNG is seeded from the run's seed first, so the initial weights depend on the seed
-    alone (not on what ran before in the process: a sweep's settings, a test). The weights are
-    made on the CPU and then moved, so they are the same on every device and every rank; each
-    rank > 0 then gets its own dropout stream.
-    """
-    torch.manual_seed(train_config.seed)
-    random.seed(train_config.seed)
-    np.random.seed(train_config.seed)
-    model = RNNLM(len(data.vocab), model_config)
-    if runtime.world.rank > 0:  # rank 0 keeps the one-process stream: N = 1 is unchanged
-        torch.manual_seed(train_config.seed + 1_000_003 * runtime.world.rank)
-    if runtime.device.type == "cuda":
-        torch.cuda.manual_seed(train_config.seed + 1_000_003 * runtime.world.rank)
-    config = run_config(data_config, model_config, train_config, data.vocab)
-    config["runtime"] = runtime.record(train_config.batch_size)
-    return Trainer(
-        model, train_config, data.train_ids, data.valid_ids, Path(run_dir), config,
-        runtime=runtime, **trainer_options,
-    )  # fmt: skip
-
-
 def run_config(
     data: DataConfig, model: ModelConfig, train: TrainConfig, vocab: Vocab
 ) -> dict[str, Any]:
@@ -149,13 +111,9 @@ def configs_from_json(config: dict[str, Any]) -> tuple[DataConfig, ModelConfig, 
         raise CheckpointError(f"checkpoint config is not one rnnlab can read: {e}") from None
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def load_run(
     path: str | Path,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] = stderr,
     impl: str | None = None,
     device: torch.device | str = "cpu",
 ) -> LoadedRun:

@@ -16,41 +16,13 @@ from typing import Any
 
 import torch
 
-from rnnlab.devices import DEVICE_HELP, describe, resolve_device
+from rnnlab.devices import describe, resolve_device
 from rnnlab.errors import UsageError
 from rnnlab.model import ModelConfig
 from rnnlab.training import distributed
+from rnnlab.training.config import RuntimeConfig
 from rnnlab.training.distributed import World
-from rnnlab.training.precision import FP32, PRECISIONS, Precision, resolve_precision, set_tf32
-
-
-@dataclass
-class RuntimeConfig:
-    """How to compute (not part of what a run is: it may change on --resume)."""
-
-    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
-    precision: str = field(
-        default="fp32",
-        metadata={
-            "help": "fp32, or mixed precision on an accelerator: bf16, fp16 (with a gradient "
-            "scaler)",
-            "choices": PRECISIONS,
-        },
-    )
-    tf32: bool = field(
-        default=False,
-        metadata={"help": "allow TF32 tensor cores for fp32 products on NVIDIA GPUs"},
-    )
-    deterministic: bool = field(
-        default=False,
-        metadata={"help": "deterministic CUDA kernels (slower; see README, Scaling out)"},
-    )
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UsageError(
-                f"unknown --precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
-            )
+from rnnlab.training.precision import FP32, Precision, resolve_precision, set_tf32
 
 
 @dataclass
