@@ -70,7 +70,7 @@ def spawn(*args: str) -> subprocess.Popen:
 def steps(run: Path) -> list[tuple[int, int, float, float]]:
     """steps.csv as numbers; losses compare exactly (written with repr)."""
     lines = (run / "steps.csv").read_text().splitlines()
-    assert lines[0] == "step,epoch,loss,grad_norm"
+    assert lines[0] == "step,epoch,loss,grad_norm,lr"  # issue 17: each step's rate
     rows = [line.split(",") for line in lines[1:]]
     return [(int(s), int(e), float(loss), float(g)) for s, e, loss, g in rows]
 

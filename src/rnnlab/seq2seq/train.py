@@ -49,7 +49,6 @@ class Seq2SeqTrainConfig(LoopConfig):
 
     batch_size: int = field(default=64, metadata={"help": "pairs per minibatch (B)"})
     lr_decay: float = redefault("lr_decay", 1.0)
-    epochs: int = field(default=30, metadata={"help": "passes over the training pairs"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, order, forcing"})
     keep: int = redefault("keep", 2)
     teacher_forcing: float = field(
@@ -59,6 +58,8 @@ class Seq2SeqTrainConfig(LoopConfig):
             "than its own greedy guess (1: always; < 1 decodes step by step, slower)"
         },
     )
+
+    DEFAULT_EPOCHS = 30
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -159,7 +159,9 @@ def restore_checkpoint(
 # -- a trainer's progress: what `Trainer.save` writes and `Trainer.resume` reads back --------------
 
 
-def save_trainer(trainer: TrainerLike, best: bool) -> None:
+def save_trainer(
+    trainer: TrainerLike, best: bool, raw: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write a checkpoint of everything an exact resume of `trainer` needs; `best` marks it.
 
     With several processes every rank takes part (the carried state's rows and the RNG
@@ -177,6 +179,9 @@ def save_trainer(trainer: TrainerLike, best: bool) -> None:
                 tensors[f"epoch.state.{i}"] = distributed.gather_rows(part.float(), world)
         in_epoch = ep.sums()
     tensors.update(_rank_streams(trainer.runtime))
+    if raw is not None:  # the model holds the average (--ema): the weights resume continues
+        tensors.update({f"raw.{k}": v for k, v in raw.items()})
+        tensors["ema.n_averaged"] = trainer.ema.n_averaged
     best_step = trainer.step if best else trainer.best_step
     progress = {
         "epoch": trainer.epoch,
@@ -187,6 +192,7 @@ def save_trainer(trainer: TrainerLike, best: bool) -> None:
         "best_step": best_step,
         "initial_loss": trainer.initial_loss,
         "divergence_warned": trainer.divergence_warned,
+        "done_seconds": trainer.done_seconds,
         "train_config": dataclasses.asdict(trainer.config),
         "world_size": world.size,
     }
@@ -254,7 +260,13 @@ def resume_trainer(trainer: TrainerLike) -> None:
     trainer.best_step = progress["best_step"]
     trainer.initial_loss = progress["initial_loss"]
     trainer.divergence_warned = progress["divergence_warned"]
+    trainer.done_seconds = progress.get("done_seconds", 0.0)
     trainer.files_saved = True
+    raw = {k.removeprefix("raw."): v for k, v in tensors.items() if k.startswith("raw.")}
+    if trainer.ema is not None and raw:  # the weights read are the average; train the raw
+        trainer.ema.module.load_state_dict(trainer.model.state_dict())
+        trainer.ema.n_averaged.copy_(tensors["ema.n_averaged"])
+        trainer.model.load_state_dict(raw)
     then = progress.get("world_size", 1)
     if then != world.size:
         trainer.warn(

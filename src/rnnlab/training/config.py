@@ -19,7 +19,9 @@ from rnnlab.devices import DEVICE_HELP
 from rnnlab.errors import UsageError, flag
 from rnnlab.training.precision import PRECISIONS
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("plateau", "cosine", "linear", "constant")
+UNLIMITED_EPOCHS = 1_000_000  # --max-time or --max-steps alone: the budget is theirs
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
@@ -42,7 +44,13 @@ class LoopConfig:
             "improve the held-out loss (1: never)"
         },
     )
-    epochs: int = field(default=20, metadata={"help": "passes over the training data"})
+    epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": "passes over the training data (default: 20, or as many as --max-time or "
+            "--max-steps allow when either is given)"
+        },
+    )
     max_time: float | None = field(
         default=None, metadata={"help": "stop after this many seconds of training"}
     )
@@ -66,8 +74,41 @@ class LoopConfig:
             "step's loss (0: never)"
         },
     )
+    schedule: str = field(
+        default="plateau",
+        metadata={
+            "help": "learning rate: plateau (times --lr-decay after an epoch that did not "
+            "improve), or cosine/linear decay after a warm-up to --lr-floor exactly when the "
+            "budget (--max-time seconds, --max-steps, --epochs) ends, or constant",
+            "choices": SCHEDULES,
+        },
+    )
+    warmup: float = field(
+        default=0.02,
+        metadata={"help": "cosine/linear: fraction of the budget spent warming up from ~0"},
+    )
+    lr_floor: float = field(
+        default=0.0,
+        metadata={"help": "cosine/linear: the final learning rate, as a fraction of --lr"},
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "weight decay (decoupled with --optimizer adamw; L2 otherwise)"},
+    )
+    ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "keep an exponential moving average of the weights with this decay "
+            "(e.g. 0.999), evaluated and saved as the model (0: off)"
+        },
+    )
+
+    DEFAULT_EPOCHS = 20  # without --max-time or --max-steps (a class constant, not a field)
 
     def __post_init__(self) -> None:
+        if self.epochs is None:
+            budget = self.max_time is not None or self.max_steps is not None
+            self.epochs = UNLIMITED_EPOCHS if budget else self.DEFAULT_EPOCHS
         for name in ("batch_size", "epochs", "keep"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
@@ -92,6 +133,18 @@ class LoopConfig:
         f = self.divergence_factor
         if not (math.isfinite(f) and (f == 0 or f > 1)):
             raise UsageError(f"--divergence-factor must be 0 (off) or above 1, got {f}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(
+                f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}"
+            )
+        if not 0 <= self.warmup < 1:
+            raise UsageError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if not 0 <= self.lr_floor <= 1:
+            raise UsageError(f"--lr-floor must be in [0, 1], got {self.lr_floor}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
 
 
 def redefault(name: str, default: Any) -> Any:
@@ -126,9 +179,12 @@ class TrainConfig(LoopConfig):
 
 
 def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.Optimizer:
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
-    return torch.optim.SGD(model.parameters(), lr=config.lr)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The run's logs: metrics.csv (one row per epoch) and steps.csv (one row per optimizer step).
 
-The logs are written just before each checkpoint and may run ahead of it after a crash; a resume
-cuts them back to the checkpoint's step (`read_step_rows`), so they always describe one history.
+steps.csv records each step's learning rate (the rate that update used). The logs are written
+just before each checkpoint and may run ahead of it after a crash; a resume cuts them back to
+the checkpoint's step (`read_step_rows`), so they always describe one history.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ METRICS_HEADER = (
     "epoch,step,train_loss,train_ppl,train_bpc,valid_loss,valid_ppl,valid_bpc,"
     "seconds,chars_per_sec,grad_norm,clip_fraction"
 )
-STEPS_HEADER = "step,epoch,loss,grad_norm"
+STEPS_HEADER = "step,epoch,loss,grad_norm,lr"
 
 
 class RunLogs:
@@ -69,7 +70,7 @@ def read_step_rows(path: Path, last_step: int) -> list[str]:
             float(fields[2]), float(fields[3])
         except (ValueError, IndexError):
             break
-        if step > last_step or len(fields) != 4:
+        if step > last_step or len(fields) != 5:
             break
         rows.append(line)
     return rows

@@ -16,6 +16,7 @@ gradient stops before the update, and no checkpoint ever holds a non-finite weig
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -26,16 +27,18 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from rnnlab.errors import NumericalError, UsageError
 from rnnlab.model import RNNLM, State, detach_state
 from rnnlab.training import distributed
 from rnnlab.training.checkpointing import resume_trainer, save_trainer
-from rnnlab.training.config import LoopConfig, make_optimizer
+from rnnlab.training.config import UNLIMITED_EPOCHS, LoopConfig, make_optimizer
 from rnnlab.training.logs import RunLogs
 from rnnlab.training.precision import FP32, Precision
 from rnnlab.training.runtime import CPU, Runtime
+from rnnlab.training.schedule import make_scheduler
 from rnnlab.training.signals import SignalGuard, StopRequested
 
 
@@ -233,6 +236,14 @@ class Trainer:
         self.divergence_warned = False
         self.history: list[Any] = []  # the family's per-epoch records
         self.logs = RunLogs(self.run_dir, header=family.metrics_header)  # flushed with each save
+        self.done_seconds = 0.0  # training seconds of the completed epochs (the budget's clock)
+        self._segment_start: float | None = None  # perf_counter of the steps now under way
+        self.scheduler = make_scheduler(self.optimizer, config, self.budget_progress)
+        self.ema: AveragedModel | None = None  # the average saved as the model (--ema)
+        if config.ema:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
+            )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -253,12 +264,11 @@ class Trainer:
             raise UsageError(
                 f"run already took {self.step} steps: pass a larger --max-steps to continue"
             )
-        deadline = None if cfg.max_time is None else time.perf_counter() + cfg.max_time
         last_save = time.perf_counter()
         with SignalGuard() as guard:
             while self.epoch < cfg.epochs:
-                ep = self.run_epoch(deadline, guard)
-                signum, out_of_time = self._agree_to_stop(guard, deadline)
+                ep = self.run_epoch(guard)
+                signum, out_of_time = self._agree_to_stop(guard)
                 if ep.finished or (out_of_time and not signum):
                     improved = self.finish_epoch(ep)
                     interval = self.family.save_interval
@@ -269,16 +279,17 @@ class Trainer:
                         last_save = time.perf_counter()
                 else:
                     self.save(best=False)  # resume continues inside this epoch
-                signum = signum or self._agree_to_stop(guard, None)[0]  # one during the save
+                signum = signum or self._agree_to_stop(guard, timed=False)[0]  # during the save
                 if signum:
                     raise StopRequested(signum)
                 if out_of_time or self._max_steps_done():
                     break
         if self.current is not None:  # stopped inside an epoch (max_steps)
-            return self.family.epoch_record(self.current, self.epoch + 1, self.lr)
+            with self.averaged():
+                return self.family.epoch_record(self.current, self.epoch + 1, self.lr)
         return self.history[-1]
 
-    def run_epoch(self, deadline: float | None, guard: SignalGuard) -> EpochProgress:
+    def run_epoch(self, guard: SignalGuard) -> EpochProgress:
         """One pass over the training data (or the rest of it, after a resume).
 
         Stops early, before the next step, on a signal, at the deadline or at `max_steps`;
@@ -298,15 +309,16 @@ class Trainer:
             unit="batch",
         )
         family.train_mode()
-        start = time.perf_counter()
+        self._segment_start = time.perf_counter()
         save_due = False
         for batch in bar:
-            if self._agree_to_stop(guard, deadline)[0] or self._max_steps_done():
+            if any(self._agree_to_stop(guard)) or self._max_steps_done():
                 break
             if save_due:  # deferred to here so that an epoch's last step saves only once
-                ep.seconds += time.perf_counter() - start
-                start = time.perf_counter()
+                self._close_segment(ep)
                 self.save(best=False)
+                self._segment_start = time.perf_counter()
+            lr = self.lr
             try:
                 step = family.step(batch, ep, self.optimizer, self.batch_gen)
             except NonFiniteStep as e:
@@ -314,10 +326,14 @@ class Trainer:
                     f"{e} at step {self.step + 1} (epoch {self.epoch + 1}) "
                     f"before the update; {self.kept()}: lower --lr or --clip"
                 ) from None
-            self._account(ep, step)
+            self._account(ep, step, lr)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            if self.scheduler is not None:  # the next step's rate, from the budget spent
+                self.scheduler.step()
             save_due = cfg.save_every > 0 and self.step % cfg.save_every == 0
             if self.progress:
-                elapsed = ep.seconds + time.perf_counter() - start
+                elapsed = ep.seconds + time.perf_counter() - self._segment_start
                 bar.set_postfix(
                     loss=f"{step.loss:.3f}",
                     ppl=f"{math.exp(min(step.loss, 700)):.2f}",
@@ -326,22 +342,64 @@ class Trainer:
         else:
             ep.finished = True
         bar.close()
-        ep.seconds += time.perf_counter() - start
+        self._close_segment(ep)
         return ep
+
+    def _close_segment(self, ep: EpochProgress) -> None:
+        """Add the steps since `_segment_start` to the epoch's training seconds."""
+        if self._segment_start is not None:
+            ep.seconds += time.perf_counter() - self._segment_start
+        self._segment_start = None
+
+    def elapsed(self) -> float:
+        """Training seconds so far (evaluation and saving excluded), across resumes."""
+        now = self.done_seconds + (self.current.seconds if self.current else 0.0)
+        if self._segment_start is not None:
+            now += time.perf_counter() - self._segment_start
+        return now
+
+    def budget_progress(self) -> float:
+        """How much of the budget is spent, 0..1: the largest of the seconds (--max-time),
+        the steps (--max-steps) and the epochs' steps (--epochs) fractions."""
+        cfg = self.config
+        fractions = [0.0]
+        if cfg.max_time is not None:
+            fractions.append(self.elapsed() / cfg.max_time)
+        if cfg.max_steps is not None:
+            fractions.append(self.step / cfg.max_steps)
+        if cfg.epochs < UNLIMITED_EPOCHS:
+            fractions.append(self.step / max(cfg.epochs * self.family.num_batches(), 1))
+        return min(max(fractions), 1.0)
+
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[dict[str, torch.Tensor] | None]:
+        """The model holds the averaged weights inside the block (--ema), its own after; the
+        block gets the raw weights (None without an average)."""
+        if self.ema is None:
+            yield None
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield raw
+        finally:
+            self.model.load_state_dict(raw)
 
     def finish_epoch(self, ep: EpochProgress) -> bool:
         """Evaluate, record the epoch, keep track of the best, decay the learning rate after an
         epoch that did not improve the held-out loss. Returns whether it improved."""
-        record = self.family.epoch_record(ep, self.epoch + 1, self.lr)
+        with self.averaged():
+            record = self.family.epoch_record(ep, self.epoch + 1, self.lr)
         self.epoch += 1
+        self.done_seconds += ep.seconds
         self.current = None
         self.history.append(record)
         self.logs.epoch(self.family.metrics_row(record, self.step))
         improved = record.heldout_loss < self.best_valid
         if improved:
             self.best_valid, self.best_epoch = record.heldout_loss, self.epoch
-        else:  # a plateau or overfitting: smaller steps (pytorch word_language_model)
-            for group in self.optimizer.param_groups:
+        elif self.config.schedule == "plateau":  # or overfitting: smaller steps (pytorch
+            for group in self.optimizer.param_groups:  # word_language_model)
                 group["lr"] *= self.config.lr_decay
         self.log(self.family.epoch_line(record, improved and self.family.keeps_best))
         return improved
@@ -351,14 +409,14 @@ class Trainer:
         """The learning rate of the next update."""
         return self.optimizer.param_groups[0]["lr"]
 
-    def _agree_to_stop(self, guard: SignalGuard, deadline: float | None) -> tuple[int, bool]:
+    def _agree_to_stop(self, guard: SignalGuard, timed: bool = True) -> tuple[int, bool]:
         """(signal number or 0, out of time), the same on every rank: all stop at one step."""
-        signum, late = guard.signum or 0, self._out_of_time(deadline)
+        signum, late = guard.signum or 0, timed and self._out_of_time()
         if self.runtime.world.distributed:
             signum, late = distributed.all_reduce([signum, late], self.runtime.world, "max")
         return int(signum), bool(late)
 
-    def _account(self, ep: EpochProgress, step: Step) -> None:
+    def _account(self, ep: EpochProgress, step: Step, lr: float) -> None:
         """Count a step taken: the epoch's sums, steps.csv, the divergence guard."""
         self.step += 1
         ep.batches_done += 1
@@ -367,11 +425,11 @@ class Trainer:
         ep.count += step.count
         ep.grad_norms += step.grad_norm
         ep.clipped += step.grad_norm > self.config.clip
-        self.logs.step(f"{self.step},{self.epoch + 1},{step.loss!r},{step.grad_norm!r}")
+        self.logs.step(f"{self.step},{self.epoch + 1},{step.loss!r},{step.grad_norm!r},{lr!r}")
         self._watch_divergence(step.loss)
 
-    def _out_of_time(self, deadline: float | None) -> bool:
-        return deadline is not None and time.perf_counter() >= deadline
+    def _out_of_time(self) -> bool:
+        return self.config.max_time is not None and self.elapsed() >= self.config.max_time
 
     def _max_steps_done(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -400,8 +458,10 @@ class Trainer:
     # -- checkpoints: the code lives with the run state, in rnnlab.training.checkpointing ----
 
     def save(self, best: bool) -> None:
-        """Write a checkpoint of everything an exact resume needs; `best` marks it the best."""
-        save_trainer(self, best)
+        """Write a checkpoint of everything an exact resume needs; `best` marks it the best.
+        With --ema the checkpoint's weights are the average and the raw ones ride along."""
+        with self.averaged() as raw:
+            save_trainer(self, best, raw)
 
     def resume(self) -> None:
         """Continue from the newest complete checkpoint, mid-epoch if it was saved there."""
