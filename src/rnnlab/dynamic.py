@@ -52,7 +52,7 @@ class DynamicConfig:
     """The settings of dynamic evaluation and of the tuning of eta and lambda on training text."""
 
     eta: float = field(
-        default=3e-4,
+        default=2e-4,
         metadata={"help": "dynamic evaluation: learning rate eta (the centre of the tuning grid)"},
     )
     decay: float = field(
@@ -295,7 +295,7 @@ class DynamicReport:
             ("eta", self.eta, {p.eta for p in self.grid}),
             ("lambda", self.decay, {p.decay for p in self.grid}),
         ):
-            if len(values) > 1 and chosen in (min(values), max(values)):
+            if len(values) > 2 and chosen in (min(values), max(values)):
                 out.append(name)
         return out
 
