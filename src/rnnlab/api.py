@@ -37,6 +37,7 @@ from rnnlab.corpus import DataConfig, corpus_label
 from rnnlab.data import encode_corpus, prepare_data
 from rnnlab.decoding import encode_known, score_text
 from rnnlab.devices import resolve_device
+from rnnlab.dynamic import DynamicConfig, DynamicReport, training_ids, tune_and_evaluate
 from rnnlab.errors import CheckpointError, RnnlabError, UsageError, stderr
 from rnnlab.generate import GenerateConfig, Prediction, predict
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
@@ -354,13 +355,19 @@ class LanguageModel:
         corpus: str | Path | None = None,
         cleaning: str | None = None,
         encoding: str = "utf-8",
-    ) -> Metrics:
+        dynamic: bool | DynamicConfig = False,
+    ) -> Metrics | DynamicReport:
         """Loss (nats/char), perplexity and bits/char of the model on a text.
 
         With `text`, on that string (characters the model never saw are refused, as in
         `score`); with `corpus`, on the whole of a built-in corpus or a file, as
         `rnnlab evaluate RUN --corpus` (a large file is streamed); with neither, on the held-out
         split of the corpus the run was trained on. The state is carried along the text.
+
+        `dynamic=True` (or a `DynamicConfig`) returns a `DynamicReport` instead: the same static
+        figures (`.static`) and beside them the dynamic-evaluation figures (`.dynamic`), eta and
+        lambda tuned first on the end of the run's training text (`rnnlab.dynamic`). The model
+        is not changed.
         """
         if text is not None and corpus is not None:
             raise UsageError("give a text or a corpus to evaluate on, not both")
@@ -375,7 +382,13 @@ class LanguageModel:
             ids = prepare_data(self.run.data, vocab=self.vocab).valid_ids
         if len(ids) < 2:
             raise UsageError("text is too short to evaluate: it needs at least two characters")
-        return evaluate(self.model, ids, rows=PARALLEL_ROWS)
+        if not dynamic:
+            return evaluate(self.model, ids, rows=PARALLEL_ROWS)
+        config = DynamicConfig() if dynamic is True else dynamic
+        if not isinstance(config, DynamicConfig):
+            raise UsageError(f"dynamic must be True, False or a DynamicConfig, got {dynamic!r}")
+        train_ids = training_ids(self.run.data, self.vocab)
+        return tune_and_evaluate(self.model, train_ids, ids, config, static_rows=PARALLEL_ROWS)
 
     @torch.no_grad()
     def states(self, text: str) -> torch.Tensor:

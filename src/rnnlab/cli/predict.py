@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.api import load, prediction_dict, scores_dict
-from rnnlab.cli.flags import IMPL_HELP, RUN_HELP, add_config_args, config_from, json_line, stderr
+from rnnlab.cli.flags import (
+    IMPL_HELP,
+    RUN_HELP,
+    add_config_args,
+    config_from,
+    flag,
+    given,
+    json_line,
+    stderr,
+)
 from rnnlab.corpus import DataConfig
+from rnnlab.dynamic import DynamicConfig, DynamicReport
 from rnnlab.errors import UsageError
 from rnnlab.generate import GenerateConfig
 from rnnlab.model import BIDIRECTIONAL_WARNING, IMPLS
@@ -44,6 +54,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     add_config_args(p, DataConfig, only=("corpus", "cleaning", "encoding"))
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="also print the dynamic-evaluation figure (the model adapts to the text as it reads "
+        "it, each character scored before it learns from it), beside the static one",
+    )
+    add_config_args(p, DynamicConfig)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -88,24 +105,50 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    dynamic_flags = given(DynamicConfig, args)
+    if dynamic_flags and not args.dynamic:
+        names = ", ".join(flag(name) for name in dynamic_flags)
+        raise UsageError(f"{names} set dynamic evaluation: add --dynamic, or leave them out")
+    dynamic = DynamicConfig(**dynamic_flags) if args.dynamic else False  # checked before loading
     lm = load(args.run, impl=args.impl, device=args.device)
     if hasattr(args, "corpus"):
-        m = lm.evaluate(
+        result = lm.evaluate(
             corpus=args.corpus,
             cleaning=getattr(args, "cleaning", None),
             encoding=getattr(args, "encoding", "utf-8"),
+            dynamic=dynamic,
         )  # a large file is streamed
         what = f"{args.corpus} (whole text)"
     else:
-        m = lm.evaluate()
+        result = lm.evaluate(dynamic=dynamic)
         what = f"{lm.run.data.corpus} held-out split"
+    report = result if isinstance(result, DynamicReport) else None
+    m = report.static if report else result
     if args.json:
-        print(json_line({"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}))
-    else:
+        static = {"loss": m.loss, "ppl": m.ppl, "bpc": m.bpc, "chars": m.chars}
+        print(json_line(report.to_dict() if report else static))
+        return 0
+    print(
+        f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
+        f"{m.bpc:.3f} bits/char over {m.chars:,} characters"
+    )
+    if report:
+        d, (start, end) = report.dynamic, report.tuned_on
         print(
-            f"{what}: loss {m.loss:.4f} nats/char, perplexity {m.ppl:.3f}, "
-            f"{m.bpc:.3f} bits/char over {m.chars:,} characters"
+            f"{what}, dynamic evaluation*: loss {d.loss:.4f} nats/char, perplexity "
+            f"{d.ppl:.3f}, {d.bpc:.3f} bits/char over {d.chars:,} characters"
         )
+        print(
+            f"  * adapts to the text as it reads it, every character scored before the model "
+            f"learns from it; eta {report.eta:.3g}, lambda {report.decay:.3g}, chosen on "
+            f"training characters {start:,}-{end:,} (static there {report.tuning_static:.4f}, "
+            f"dynamic {min(p.loss for p in report.grid):.4f}); {report.seconds:.0f} s"
+        )
+        for name in report.at_edge():
+            stderr(
+                f"note: the best {name} was at the edge of the tuning grid: a search centred "
+                f"on it (--{'decay' if name == 'lambda' else 'eta'}) may do better"
+            )
     return 0
 
 
