@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.batches import sequential_batches
-from rnnlab.decoding import DecodeConfig, decode, lm_step_fn
+from rnnlab.decoding import DecodeConfig, decode
+from rnnlab.generate import lm_advance
 from rnnlab.metrics import evaluate
 from rnnlab.model import RNNLM, ModelConfig, detach_state
 from rnnlab.training import TrainConfig, Trainer, lm_trainer
@@ -264,7 +265,7 @@ def bench_step(K: int, reps: int) -> None:
             return K
 
         def ours() -> int:
-            decode(lm_step_fn(model), model.begin_state(1), start, K, None, DecodeConfig())
+            decode(lm_advance(model), model.begin_state(1), start, K, None, DecodeConfig())
             return K
 
         r = paired({"bare": bare, "ours": ours}, reps)

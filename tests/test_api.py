@@ -161,6 +161,33 @@ def test_several_prefixes_equal_the_cli_batch(lm, trained, capsys):
     assert [rnnlab.api.prediction_dict(p) for p in preds] == out["predictions"]
 
 
+def test_prediction_turns_dropout_off_and_leaves_the_mode_as_it_was():
+    vocab = Vocab.build(TEXT)
+    torch.manual_seed(0)
+    config = ModelConfig(cell="gru", hidden=12, layers=2, dropout=0.5, impl="torch")
+    model = RNNLM(len(vocab), config)
+    lm = rnnlab.LanguageModel(
+        LoadedRun(Path("runs/random"), model, vocab, DataConfig(), config, TrainConfig())
+    )
+    model.eval()
+    expected = lm.predict(["the c", "("], num_preds=20)
+    model.train()
+    assert lm.predict(["the c", "("], num_preds=20) == expected  # no dropout while predicting
+    assert model.training  # ... and the model is still training
+    assert lm.score("the cat") == lm.score("the cat") and model.training
+
+
+def test_generate_takes_num_preds_or_steps_not_both(lm):
+    assert (
+        lm.generate("the", 12) == lm.generate("the", steps=12) == lm.generate("the", num_preds=12)
+    )
+    assert len(lm.generate("the")) == 100
+    with pytest.raises(rnnlab.UsageError, match="'num_preds' and 'steps' name the same option"):
+        lm.generate("the", 12, steps=12)
+    with pytest.raises(rnnlab.UsageError, match="'num_preds' and 'steps' name the same option"):
+        lm.predict("the", num_preds=3, steps=3)
+
+
 # -- reading a text -------------------------------------------------------------------------------
 
 
@@ -341,6 +368,10 @@ def test_training_log_and_describe(lm, trained):
         (lambda lm: lm.generate("the", steps=-1), ["predict", "--prefix", "the", "--steps", "-1"]),
         (lambda lm: lm.generate("the", temperature=-1.0),
          ["predict", "--prefix", "the", "--temperature", "-1", "--steps", "1"]),
+        (lambda lm: lm.generate("the", seed=2**64),
+         ["predict", "--prefix", "the", "--seed", str(2**64)]),
+        (lambda lm: lm.generate("the", steps=10**7),
+         ["predict", "--prefix", "the", "--steps", str(10**7)]),
         (lambda lm: lm.score("t"), ["score", "t"]),
         (lambda lm: lm.score("th€"), ["score", "th€"]),
     ],

@@ -29,7 +29,7 @@ from rnnlab.seq2seq import train as seq2seq_train
 from rnnlab.seq2seq.evaluate import (
     EvalResult,
     beam_vs_greedy,
-    decoder_step_fn,
+    decoder_advance,
     edit_distance,
     evaluate_pairs,
     translate,
@@ -123,7 +123,7 @@ def test_teacher_forcing_one_equals_a_step_by_step_run_and_zero_feeds_back_guess
         state = model.encoder(batch.src, batch.src_len)
         start = torch.full((6,), vocab.bos)
         T = batch.tgt_in.shape[1]
-        guesses = greedy(decoder_step_fn(model), state, start, max_len=T - 1)
+        guesses = greedy(decoder_advance(model), state, start, max_len=T - 1)
         fed = batch.tgt_in.clone()
         fed[:, 1:] = torch.tensor([h.ids for h in guesses])
         batch.tgt_in = fed

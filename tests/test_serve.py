@@ -7,6 +7,7 @@ event loop per call; the command itself is run once for real, as a subprocess on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html.parser
 import json
 import re
@@ -24,8 +25,8 @@ import pytest
 import rnnlab
 from rnnlab.api import prediction_dict
 from rnnlab.cli import main
-from rnnlab.serve.app import STATIC, create_app, run_names
-from rnnlab.serve.config import LIMITS, ServeConfig
+from rnnlab.serve.app import STATIC, PredictRequest, create_app, run_names
+from rnnlab.serve.config import LIMITS, PREDICT_LIMITS, ServeConfig
 from rnnlab.serve.security import CSP, allowed_hosts, host_name
 from tinyrun import TEXT, train_tiny
 
@@ -108,6 +109,56 @@ def test_predict_answers_what_the_api_answers(app, lm, options):
     [pred] = lm.predict("she said", show=7, **options)
     assert r.json() == prediction_dict(pred)
     assert len(r.json()["next"]) == 7
+
+
+def test_defaults_agree_across_the_cli_the_api_and_the_server(app, lm, trained, capsys):
+    """No options: the same candidates (as many) and continuation from the three doors; only a
+    number of characters: the same continuation again, `lm.generate` included, whichever of
+    its two names (`num_preds`, `steps`) is used."""
+
+    def cli(*flags: str) -> dict:
+        capsys.readouterr()
+        argv = ["predict", str(trained.run_dir), "--prefix", "she said", "--json", *flags]
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def server(**options) -> dict:
+        r = post(app, "/api/predict", {"run": "tiny", "prefix": "she said", **options})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    api = prediction_dict(lm.predict("she said")[0])
+    assert cli() == api == server()
+    assert len(api["next"]) == rnnlab.GenerateConfig().show == 5 and api["continuation"] == ""
+    [pred] = lm.predict("she said", num_preds=30)
+    expected = prediction_dict(pred)
+    assert len(expected["continuation"]) == 30
+    assert cli("--num-preds", "30") == cli("--steps", "30") == expected
+    assert server(num_preds=30) == server(steps=30) == expected
+    assert prediction_dict(lm.predict("she said", steps=30)[0]) == expected
+    assert lm.generate("she said", 30) == lm.generate("she said", steps=30) == pred.continuation
+    assert lm.generate("she said", num_preds=30) == pred.continuation
+
+
+def test_the_predict_schema_is_made_from_the_declaration(app):
+    """PredictRequest holds GenerateConfig's fields, defaults and help, at the server's caps."""
+    props = PredictRequest.model_json_schema()["properties"]
+    served = call(app, "GET", "/api/openapi.json").json()["components"]["schemas"]
+    assert set(served["PredictRequest"]["properties"]) == set(props)
+    declared = {f.name: f for f in dataclasses.fields(rnnlab.GenerateConfig)}
+    assert set(props) == {"run", "prefix", *declared}
+    for name, f in declared.items():
+        prop = props[name]
+        assert prop.get("default") == f.default and prop["description"] == f.metadata["help"]
+        bounds = {b: v for s in [prop, *prop.get("anyOf", [])] for b, v in s.items()}
+        cap = PREDICT_LIMITS.get(name, {})
+        for key, word in (("ge", "minimum"), ("gt", "exclusiveMinimum"), ("le", "maximum")):
+            values = [v for v in (f.metadata.get(key), cap.get(key)) if v is not None]
+            tighter = max if key != "le" else min
+            assert bounds.get(word) == (tighter(values) if values else None), (name, key)
+    assert props["num_preds"]["maximum"] == LIMITS["steps"] < 1_000_000  # the server's cap
+    r = post(app, "/api/predict", {"run": "tiny", "prefix": "the", "num_preds": 3, "steps": 3})
+    assert_clean_error(r, 422, "steps: Extra inputs are not permitted")
 
 
 def test_score_answers_the_api_with_alternatives(app, lm):
@@ -460,7 +511,8 @@ def test_the_installed_command_serves_until_interrupted(trained):
         r = httpx.get(url + "api/runs", timeout=10)
         assert r.status_code == 200 and r.json()["runs"][0]["name"] == "tiny"
         r = httpx.post(url + "api/predict", json={"run": "tiny", "prefix": "the"}, timeout=10)
-        assert r.json() == prediction_dict(trained.model.predict("the", show=10)[0])
+        # No options: the server's defaults are the API's (it used to list 10 candidates, not 5).
+        assert r.json() == prediction_dict(trained.model.predict("the")[0])
         assert httpx.get(url, headers={"Host": "evil.example"}, timeout=10).status_code == 400
     finally:
         proc.send_signal(signal.SIGINT)

@@ -3,14 +3,14 @@
     import rnnlab
     lm = rnnlab.load("runs/timemachine")        # the run's best checkpoint
     lm.next("time traveller", k=5)              # [(char, prob), ...], most likely first
-    lm.generate("time traveller", steps=100)    # the 100 new characters (greedy)
+    lm.generate("time traveller", 100)          # the 100 new characters (greedy)
     lm.score("the time machine")                # [(char, bits), ...] surprisal
     lm.evaluate("the time machine")             # Metrics(loss, ppl, bpc, chars)
     lm.states("the time machine")               # (T, L, H) hidden activations
     lm.units("the time machine", "word_position")  # the units that track a pattern
 
 Everything here is a thin layer over the library: prediction is `rnnlab.generate.predict`,
-surprisal `rnnlab.decoding.score_text`, the figures `rnnlab.metrics.evaluate`, training
+surprisal `rnnlab.generate.score_text`, the figures `rnnlab.metrics.evaluate`, training
 `rnnlab.training.session`. The `rnnlab predict/score/evaluate` commands and the `rnnlab serve`
 playground call these same methods, so a notebook, a terminal and a browser give the same
 numbers, and a mistake raises the same `RnnlabError` with the same one-line message the CLI
@@ -35,13 +35,13 @@ from torch import nn
 from rnnlab import checkpoint as ckpt
 from rnnlab.corpus import DataConfig, corpus_label
 from rnnlab.data import encode_corpus, prepare_data
-from rnnlab.decoding import encode_known, score_text
 from rnnlab.devices import resolve_device
 from rnnlab.dynamic import DynamicConfig, DynamicReport, training_ids, tune_and_evaluate
 from rnnlab.errors import CheckpointError, RnnlabError, UsageError, stderr
-from rnnlab.generate import GenerateConfig, Prediction, predict
+from rnnlab.generate import GenerateConfig, Prediction, encode_known, predict, score_text
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
 from rnnlab.model import RNNLM, ModelConfig, count_parameters, eval_mode
+from rnnlab.options import from_options
 from rnnlab.presets import get_preset
 from rnnlab.training.config import RuntimeConfig, TrainConfig
 from rnnlab.training.runs import LoadedRun, load_run
@@ -233,6 +233,7 @@ def scores_dict(text: str, scores: Sequence[tuple[str, float]]) -> dict[str, Any
 # -- the loaded model -----------------------------------------------------------------------------
 
 _TORCH_CORES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+GENERATE_CHARS = 100  # what `generate` writes when not told how many: a sentence or two
 
 
 class LanguageModel:
@@ -271,44 +272,35 @@ class LanguageModel:
         config: GenerateConfig | None = None,
         **options: Any,
     ) -> list[Prediction]:
-        """Next-character candidates and a K-step continuation of each prefix (batched).
+        """Next-character candidates and a `num_preds`-character continuation of each prefix.
 
-        What `rnnlab predict` prints. `config` or the `GenerateConfig` fields as keywords (steps,
-        show, strategy, temperature, top_k, top_p, beam, length_norm, seed), not both.
+        What `rnnlab predict` prints, for several prefixes at once (batched). `config`, or the
+        fields of `GenerateConfig` as keywords (the names of `rnnlab predict`'s flags, with `_`
+        for `-`; `steps=` is `num_preds=`), not both.
         """
         if config is not None and options:
             raise UsageError("give either a GenerateConfig or its fields as keywords, not both")
         if config is None:
-            config = _make(GenerateConfig, options)
+            config = from_options(GenerateConfig, options)
         if isinstance(prefixes, str):
             prefixes = [prefixes]
         return predict(self.model, self.vocab, list(prefixes), config)
 
-    def next(self, prefix: str, k: int = 5) -> list[tuple[str, float]]:
+    def next(self, prefix: str, k: int = GenerateConfig.show) -> list[tuple[str, float]]:
         """The `k` most likely next characters after `prefix`, most likely first."""
-        return self.predict(prefix, GenerateConfig(show=k))[0].next
+        return self.predict(prefix, show=k)[0].next
 
-    def generate(
-        self,
-        prefix: str,
-        steps: int = 100,
-        strategy: str | None = None,
-        temperature: float | None = None,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        beam: int = 5,
-        length_norm: float = 0.0,
-        seed: int = 0,
-    ) -> str:
-        """The `steps` characters the model writes after `prefix` (the prefix is not repeated).
+    def generate(self, prefix: str, num_preds: int | None = None, **options: Any) -> str:
+        """The `num_preds` (default 100) characters the model writes after `prefix`.
 
-        Greedy unless a sampling option or `strategy` ("greedy", "sample", "beam") says
-        otherwise, exactly as `rnnlab predict --steps`; a `seed` makes sampling repeatable.
+        The prefix is not repeated. The other keywords are `predict`'s (strategy, temperature,
+        top_k, top_p, beam, length_norm, seed; `steps=` is `num_preds=`): greedy unless a
+        sampling option or `strategy` ("greedy", "sample", "beam") says otherwise, exactly as
+        `rnnlab predict --num-preds`; a `seed` makes sampling repeatable.
         """
-        config = GenerateConfig(
-            steps=steps, strategy=strategy, temperature=temperature, top_k=top_k, top_p=top_p,
-            beam=beam, length_norm=length_norm, seed=seed,
-        )  # fmt: skip
+        if num_preds is not None:
+            options = {"num_preds": num_preds, **options}
+        config = from_options(GenerateConfig, options, defaults={"num_preds": GENERATE_CHARS})
         return self.predict(prefix, config)[0].continuation
 
     # -- reading a text ----------------------------------------------------------------------
@@ -489,18 +481,6 @@ def _number(value: str | None) -> int | float | None:
     except ValueError:
         return None
     return x if math.isfinite(x) else None
-
-
-def _make(cls: type, values: dict[str, Any]) -> Any:
-    """`cls(**values)`, but an unknown name is a one-line UsageError naming it."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UsageError(
-            f"unknown option {', '.join(map(repr, unknown))}: {cls.__name__} takes "
-            f"{', '.join(sorted(names))}"
-        )
-    return cls(**values)
 
 
 def load(

@@ -1,21 +1,27 @@
-"""Decoding strategies shared by the language model and the seq2seq decoder.
+"""Decoding strategies, shared by the language model and the seq2seq decoder, and their options.
 
-Every strategy drives a *step function* and knows nothing else about the model:
+Every strategy drives an *advance function*, one call of the model per token, and knows nothing
+else about the model:
 
-    step_fn(ids, state) -> (logits, state)      ids: (B,) int64   logits: (B, V)
+    advance(ids, state) -> (logits, state)      ids: (B,) int64   logits: (B, V)
 
 `logits` may also be log-probabilities (log_softmax leaves them unchanged). `state` is whatever the
 recurrent core carries, an (L, B, H) tensor or the LSTM pair (h, c); beam search reorders it with
 `index_select` on dim 1, so any state of that shape works. Decoding starts from `start_ids`, the
 token the model consumes first: `<bos>` for a seq2seq decoder, the last character of the prefix for
-a language model (whose other prefix characters have already warmed the state up, see `lm_start`).
+a language model (whose other prefix characters have already warmed the state up: the adapters
+that do this live with the language model's prediction, in `rnnlab.generate`).
 
 Strategies:
-    greedy       the most likely token each step (d2l 10.8.1)
+    greedy       the most likely token each time (d2l 10.8.1)
     sample       softmax(logits / temperature), optionally cut to the top-k tokens and/or the
                  nucleus (smallest set whose probability reaches top-p; Holtzman et al. 2020)
-    beam_search  keep the `beam` most likely prefixes each step (d2l 10.8.3); finished hypotheses
-                 are ranked by log-likelihood / length**alpha (alpha 0: plain log-likelihood)
+    beam_search  keep the `beam` most likely prefixes (d2l 10.8.3); finished hypotheses are
+                 ranked by log-likelihood / length**alpha (alpha 0: plain log-likelihood)
+
+`DecodeConfig` declares the options once (`rnnlab.options`): the CLI flags, the API keywords and
+the server's schema are made from it, and it checks them when built, so `decode` does not check
+them again. The strategy functions called directly check their own arguments.
 
 Log-likelihoods are computed in float64 so that beam width 1 picks exactly what greedy picks.
 """
@@ -24,100 +30,103 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from rnnlab.errors import UsageError
-from rnnlab.model import RNNLM, State, eval_mode
-from rnnlab.vocab import Vocab, require_known
+from rnnlab.options import check_fields, check_option, option
 
-StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
+# What a recurrent core carries: (L, B, H), or the LSTM pair (h, c). (rnnlab.model has the same
+# alias; this module stays free of the model so that any decoder can use it.)
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+AdvanceFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
 STRATEGIES = ("greedy", "sample", "beam")
 MAX_BEAM = 1000
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
-# -- argument checks (one accepted range each, shared by the functions and the config) -----------
+@dataclass
+class DecodeConfig:
+    """How to turn next-token distributions into a sequence: the decoding options, declared once.
+
+    `strategy` None (the default) means greedy, unless a sampling option (a temperature > 0, a
+    top-k, a top-p below 1) is given: then sample. It is resolved when the config is built, as
+    is temperature 0 with sampling (the argmax: greedy), so `strategy` is always one of
+    STRATEGIES afterwards and `temperature` a number. (To change options, build a new config:
+    `dataclasses.replace` would carry the strategy already resolved.)
+    """
+
+    strategy: str | None = option(
+        None,
+        "greedy: the most likely token; sample: draw with --temperature/--top-k/--top-p; beam: "
+        "keep the --beam most likely continuations (default: greedy, or sample when a "
+        "sampling option is given)",
+        choices=STRATEGIES,
+    )
+    temperature: float | None = option(
+        None,
+        "sample: softmax(logits / T); 0 means greedy (default 1)",
+        ge=0,
+        must="a finite number >= 0 (0 = greedy)",
+    )
+    top_k: int = option(
+        0,
+        "sample: draw only from the K most likely tokens (0: all)",
+        ge=0,
+        must="0 (no limit) or more",
+    )
+    top_p: float = option(
+        1.0,
+        "sample: draw only from the smallest set of tokens whose probability reaches P "
+        "(nucleus; 1: all)",
+        gt=0,
+        le=1,
+        must="in (0, 1] (1 = no limit)",
+    )
+    beam: int = option(
+        5,
+        "beam width for --strategy beam (1 = greedy)",
+        ge=1,
+        le=MAX_BEAM,
+        must="between 1 and {le}",
+    )
+    length_norm: float = option(
+        0.0,
+        "beam: rank finished hypotheses by log-likelihood / length**A "
+        "(0: plain log-likelihood; 1: per-token mean)",
+        ge=0,
+        le=2,
+        must="in [0, 2] (0 = none)",
+    )
+    seed: int = option(
+        0,
+        "sample: seed of the random generator (the same seed draws the same text)",
+        ge=SEED_RANGE[0],
+        le=SEED_RANGE[1],
+        must="between -2**63 and 2**64 - 1",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.strategy is None:
+            sampling = bool(self.temperature) or self.top_k > 0 or self.top_p < 1
+            self.strategy = "sample" if sampling else "greedy"
+        if self.temperature is None:
+            self.temperature = 1.0
+        if self.strategy == "sample" and self.temperature == 0:
+            self.strategy = "greedy"  # the limit of softmax(logits / T) as T -> 0
 
 
-def check_temperature(temperature: float) -> None:
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise UsageError(
-            f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}"
-        )
-
-
-def check_top_k(top_k: int) -> None:
-    if top_k < 0:
-        raise UsageError(f"--top-k must be 0 (no limit) or more, got {top_k}")
-
-
-def check_top_p(top_p: float) -> None:
-    if not (math.isfinite(top_p) and 0 < top_p <= 1):
-        raise UsageError(f"--top-p must be in (0, 1] (1 = no limit), got {top_p}")
-
-
-def check_beam(beam: int) -> None:
-    if not 1 <= beam <= MAX_BEAM:
-        raise UsageError(f"--beam must be between 1 and {MAX_BEAM}, got {beam}")
-
-
-def check_length_norm(alpha: float) -> None:
-    if not (math.isfinite(alpha) and 0 <= alpha <= 2):
-        raise UsageError(f"--length-norm must be in [0, 2] (0 = none), got {alpha}")
+def _check(name: str, value: object) -> None:
+    """Hold one argument of a strategy function against its `DecodeConfig` declaration."""
+    check_option(DecodeConfig, name, value)
 
 
 def check_max_len(max_len: int) -> None:
     if max_len < 0:
         raise UsageError(f"--max-len must be 0 or more, got {max_len}")
-
-
-@dataclass
-class DecodeConfig:
-    """How to turn next-token distributions into a sequence."""
-
-    strategy: str = field(
-        default="greedy",
-        metadata={
-            "help": "greedy: most likely token; sample: draw with --temperature/--top-k/--top-p; "
-            "beam: keep the --beam most likely prefixes",
-            "choices": STRATEGIES,
-        },
-    )
-    beam: int = field(default=5, metadata={"help": "beam width for --strategy beam (1 = greedy)"})
-    length_norm: float = field(
-        default=0.0,
-        metadata={
-            "help": "beam: rank finished hypotheses by log-likelihood / length**A "
-            "(0: plain log-likelihood; 1: per-token mean)"
-        },
-    )
-    temperature: float = field(
-        default=1.0, metadata={"help": "sample: softmax(logits / T); 0 = greedy"}
-    )
-    top_k: int = field(
-        default=0, metadata={"help": "sample: draw only from the K most likely tokens (0: all)"}
-    )
-    top_p: float = field(
-        default=1.0,
-        metadata={
-            "help": "sample: draw only from the smallest set of tokens whose "
-            "probability reaches P (nucleus; 1: all)"
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "sample: seed of the random generator"})
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UsageError(
-                f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}"
-            )
-        check_beam(self.beam)
-        check_length_norm(self.length_norm)
-        check_temperature(self.temperature)
-        check_top_k(self.top_k)
-        check_top_p(self.top_p)
 
 
 @dataclass
@@ -155,13 +164,18 @@ def concat_states(states: Sequence[State]) -> State:
     return torch.cat(list(states), dim=1)  # type: ignore[arg-type]
 
 
-def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    logp = F.log_softmax(logits.double(), dim=-1)  # (B, V) float64
-    # A row of all -inf (a step function that allows nothing) gives NaN; NaN would win `topk`.
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax in float64, a NaN (from a row of all -inf) turned into -inf.
+
+    Shapes:
+        logits: (..., V) -> (..., V) float64
+    """
+    logp = F.log_softmax(logits.double(), dim=-1)  # (..., V) float64
+    # A row of all -inf (an advance function that allows nothing) gives NaN; NaN would win `topk`.
     return logp.masked_fill(logp.isnan(), -math.inf)
 
 
-# -- logit filters and one-step choice ------------------------------------------------------------
+# -- logit filters and the choice of one token ----------------------------------------------------
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -173,8 +187,12 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     Shapes:
         logits: (B, V) -> (B, V)
     """
-    check_top_k(top_k)
-    check_top_p(top_p)
+    _check("top_k", top_k)
+    _check("top_p", top_p)
+    return _filter(logits, top_k, top_p)
+
+
+def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     V = logits.shape[-1]
     if 0 < top_k < V:
         top = logits.topk(top_k, dim=-1)
@@ -202,14 +220,27 @@ def choose(
     Shapes:
         logits: (B, V) -> (B,) int64
     """
-    check_temperature(temperature)
+    _check("temperature", temperature)
+    _check("top_k", top_k)
+    _check("top_p", top_p)
+    return _choose(logits, temperature, top_k, top_p, generator)
+
+
+def _choose(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """`choose` without the argument checks: run once per token, on checked arguments."""
     if temperature == 0:
-        return _log_probs(logits).argmax(dim=-1)  # (B,)
-    scaled = filter_logits(logits.double() / temperature, top_k, top_p)
+        return log_probs(logits).argmax(dim=-1)  # (B,)
+    scaled = _filter(logits.double() / temperature, top_k, top_p)
     probs = torch.softmax(scaled, dim=-1)  # (B, V)
     if generator is not None and generator.device != probs.device:
         # Draw where the seeded generator lives (the CPU): the same seed gives the same text on
-        # every device, at the cost of one small copy per step.
+        # every device, at the cost of one small copy per token.
         return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
@@ -219,35 +250,34 @@ def choose(
 
 @torch.no_grad()
 def _run(
-    step_fn: StepFn,
+    advance: AdvanceFn,
     state: State,
     start_ids: torch.Tensor,
     max_len: int,
     end_id: int | None,
     pick: Callable[[torch.Tensor], torch.Tensor],
 ) -> list[Hypothesis]:
-    """Feed back one chosen token per row per step until every row ends or max_len is reached."""
-    check_max_len(max_len)
+    """Feed back one chosen token per row until every row ends or max_len tokens are written."""
     B = start_ids.shape[0]
     ids = start_ids.long()
-    chosen: list[torch.Tensor] = []  # one (B,) tensor per step
-    step_logits: list[torch.Tensor] = []  # one (B, V) tensor per step
+    chosen: list[torch.Tensor] = []  # one (B,) tensor per token written
+    all_logits: list[torch.Tensor] = []  # one (B, V) tensor per token written
     ended = torch.zeros(B, dtype=torch.bool, device=start_ids.device)
     for _ in range(max_len):
-        logits, state = step_fn(ids, state)  # (B, V)
+        logits, state = advance(ids, state)  # (B, V)
         ids = pick(logits)  # (B,)
         chosen.append(ids)
-        step_logits.append(logits)
+        all_logits.append(logits)
         if end_id is not None:
             ended |= ids == end_id
             if ended.all():
                 break
     if not chosen:
         return [Hypothesis([], 0.0, False) for _ in range(B)]
-    # The bookkeeping runs once, over all steps, so that each step costs little more than the
-    # model's own step (the batch-1 generation speed target in BENCHMARKS.md).
+    # The bookkeeping runs once, over all tokens, so that each token costs little more than the
+    # model's own call (the batch-1 generation speed target in BENCHMARKS.md).
     tokens = torch.stack(chosen, dim=1)  # (B, S)
-    logp = _log_probs(torch.stack(step_logits, dim=1))  # (B, S, V)
+    logp = log_probs(torch.stack(all_logits, dim=1))  # (B, S, V)
     token_lp = logp.gather(2, tokens[:, :, None]).squeeze(2)  # (B, S)
     if end_id is None:
         counted = torch.ones_like(tokens, dtype=torch.bool)
@@ -275,26 +305,27 @@ def _argmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def greedy(
-    step_fn: StepFn,
+    advance: AdvanceFn,
     state: State,
     start_ids: torch.Tensor,
     max_len: int,
     end_id: int | None = None,
 ) -> list[Hypothesis]:
-    """The most likely token at every step, for each row of the batch (one hypothesis per row).
+    """The most likely token each time, for each row of the batch (one hypothesis per row).
 
     Args:
-        step_fn: (ids (B,), state) -> (logits (B, V), state).
+        advance: (ids (B,), state) -> (logits (B, V), state), one call of the model.
         state: the state before `start_ids` is consumed.
         start_ids: (B,) the first token fed to the model.
         max_len: most tokens generated per row (the end token included).
-        end_id: stop a row when it produces this id; None runs every row for max_len steps.
+        end_id: stop a row when it produces this id; None writes max_len tokens in every row.
     """
-    return _run(step_fn, state, start_ids, max_len, end_id, _argmax)
+    check_max_len(max_len)
+    return _run(advance, state, start_ids, max_len, end_id, _argmax)
 
 
 def sample(
-    step_fn: StepFn,
+    advance: AdvanceFn,
     state: State,
     start_ids: torch.Tensor,
     max_len: int,
@@ -310,22 +341,32 @@ def sample(
     (temperature 1, unfiltered), so it is comparable with greedy's and beam search's.
     Pass a seeded `torch.Generator` to make the draws reproducible.
     """
-    check_temperature(temperature)
-    check_top_k(top_k)
-    check_top_p(top_p)
-    return _run(
-        step_fn,
-        state,
-        start_ids,
-        max_len,
-        end_id,
-        lambda lg: choose(lg, temperature, top_k, top_p, generator),
-    )
+    check_max_len(max_len)
+    _check("temperature", temperature)
+    _check("top_k", top_k)
+    _check("top_p", top_p)
+    return _sample(advance, state, start_ids, max_len, end_id, temperature, top_k, top_p, generator)
 
 
-@torch.no_grad()
+def _sample(
+    advance: AdvanceFn,
+    state: State,
+    start_ids: torch.Tensor,
+    max_len: int,
+    end_id: int | None,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> list[Hypothesis]:
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        return _choose(logits, temperature, top_k, top_p, generator)
+
+    return _run(advance, state, start_ids, max_len, end_id, pick)
+
+
 def beam_search(
-    step_fn: StepFn,
+    advance: AdvanceFn,
     state: State,
     start_ids: torch.Tensor,
     beam: int,
@@ -343,9 +384,22 @@ def beam_search(
     Shapes:
         start_ids: (B,); state: (L, B, H) or (h, c) before start_ids is consumed.
     """
-    check_beam(beam)
-    check_length_norm(length_norm)
+    _check("beam", beam)
+    _check("length_norm", length_norm)
     check_max_len(max_len)
+    return _beam_search(advance, state, start_ids, beam, max_len, end_id, length_norm)
+
+
+@torch.no_grad()
+def _beam_search(
+    advance: AdvanceFn,
+    state: State,
+    start_ids: torch.Tensor,
+    beam: int,
+    max_len: int,
+    end_id: int | None,
+    length_norm: float,
+) -> list[list[Hypothesis]]:
     B, K = start_ids.shape[0], beam
     device = start_ids.device
     ids = start_ids.long().repeat_interleave(K)  # (B*K,) row b*K + k is beam k of row b
@@ -357,9 +411,9 @@ def beam_search(
     tokens = torch.zeros(B, K, 0, dtype=torch.long, device=device)  # (B, K, t)
     base = (torch.arange(B, device=device) * K)[:, None]  # (B, 1) first model row of each row
     for _ in range(max_len):
-        logits, state = step_fn(ids, state)  # (B*K, V)
+        logits, state = advance(ids, state)  # (B*K, V)
         V = logits.shape[-1]
-        logp = _log_probs(logits).view(B, K, V)
+        logp = log_probs(logits).view(B, K, V)
         if end_id is not None:
             frozen = torch.full((V,), -math.inf, dtype=torch.float64, device=device)
             frozen[end_id] = 0.0  # a finished hypothesis can only repeat the end token, for free
@@ -394,121 +448,29 @@ def beam_search(
 
 
 def decode(
-    step_fn: StepFn,
+    advance: AdvanceFn,
     state: State,
     start_ids: torch.Tensor,
     max_len: int,
     end_id: int | None,
     config: DecodeConfig,
 ) -> list[Hypothesis]:
-    """The best hypothesis of each row under `config`'s strategy."""
+    """The best hypothesis of each row under `config`'s strategy.
+
+    `config` checked its options when it was built: only `max_len`, which it does not hold, is
+    checked here.
+    """
+    check_max_len(max_len)
     if config.strategy == "greedy":
-        return greedy(step_fn, state, start_ids, max_len, end_id)
+        return _run(advance, state, start_ids, max_len, end_id, _argmax)
     if config.strategy == "sample":
         gen = torch.Generator().manual_seed(config.seed)
-        return sample(
-            step_fn,
-            state,
-            start_ids,
-            max_len,
-            end_id,
-            config.temperature,
-            config.top_k,
-            config.top_p,
+        temperature = float(config.temperature)  # type: ignore[arg-type] - set by __post_init__
+        return _sample(
+            advance, state, start_ids, max_len, end_id, temperature, config.top_k, config.top_p,
             gen,
-        )
-    beams = beam_search(step_fn, state, start_ids, config.beam, max_len, end_id, config.length_norm)
+        )  # fmt: skip
+    beams = _beam_search(
+        advance, state, start_ids, config.beam, max_len, end_id, config.length_norm
+    )
     return [hyps[0] for hyps in beams]
-
-
-# -- the language model ---------------------------------------------------------------------------
-
-
-def lm_step_fn(model: RNNLM) -> StepFn:
-    """Adapt `RNNLM` (X (B, 1), state) -> logits (B, 1, V) to a step function."""
-
-    def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        logits, state = model(ids.long().unsqueeze(1), state)  # (B, 1, V)
-        return logits[:, -1], state  # (B, V)
-
-    return step
-
-
-def encode_known(vocab: Vocab, text: str, what: str) -> torch.Tensor:
-    """Ids (N,) int64 of `text`, refusing characters the model has never seen."""
-    require_known(vocab.unknown_chars(text), what)
-    return vocab.encode(text).long()
-
-
-@torch.no_grad()
-def lm_start(model: RNNLM, vocab: Vocab, prefixes: Sequence[str]) -> tuple[torch.Tensor, State]:
-    """Warm the state up on each prefix but its last character; that character is the start id.
-
-    Rows keep their own state: prefixes of equal length are warmed up together in one call, and
-    the rows are put back in order, so each prefix sees exactly the state it would see alone.
-
-    Returns:
-        start_ids (B,) and the batched state (L, B, H) or (h, c).
-    """
-    if not prefixes:
-        raise UsageError("give at least one prefix")
-    device = model.output.weight.device
-    encoded = []
-    for i, p in enumerate(prefixes):
-        if not p:
-            raise UsageError(f"prefix {i + 1} is empty: give at least one character")
-        encoded.append(encode_known(vocab, p, f"prefix {p!r}").to(device))
-    start_ids = torch.stack([e[-1] for e in encoded])  # (B,)
-    by_len: dict[int, list[int]] = {}
-    for i, e in enumerate(encoded):
-        by_len.setdefault(len(e), []).append(i)
-    rows: list[int] = []
-    states: list[State] = []
-    for n, idx in by_len.items():
-        state = model.begin_state(len(idx))
-        if n > 1:
-            X = torch.stack([encoded[i][:-1] for i in idx])  # (b, n-1)
-            _, state = model.read(X, state)  # streamed: a long prefix costs time, not memory
-        rows += idx
-        states.append(state)
-    state = concat_states(states)
-    order = torch.tensor(rows, device=device).argsort()  # back to the order of `prefixes`
-    return start_ids, reorder_state(state, order)
-
-
-@torch.no_grad()
-def lm_generate(
-    model: RNNLM,
-    vocab: Vocab,
-    prefixes: Sequence[str],
-    num_preds: int,
-    config: DecodeConfig | None = None,
-) -> list[Hypothesis]:
-    """Continue several prefixes at once by `num_preds` characters each (batched, per-row state).
-
-    Returns one hypothesis per prefix; `vocab.decode(h.ids)` is its continuation and `h.log_prob`
-    the log-likelihood of that continuation given the prefix.
-    """
-    config = config or DecodeConfig()
-    with eval_mode(model):
-        start_ids, state = lm_start(model, vocab, prefixes)
-        return decode(lm_step_fn(model), state, start_ids, num_preds, None, config)
-
-
-@torch.no_grad()
-def score_text(model: RNNLM, vocab: Vocab, text: str) -> list[tuple[str, float]]:
-    """Surprisal in bits, -log2 p(c_t | c_<t), of every character after the first.
-
-    One forward pass from the zero state over the whole text, the state carried throughout, so
-    the figures are what the model would say reading the text left to right. Their mean is the
-    text's bits/char.
-    """
-    if len(text) < 2:
-        raise UsageError("text to score needs at least two characters (the first is only context)")
-    ids = encode_known(vocab, text, "text").to(model.output.weight.device)
-    with eval_mode(model):
-        X, Y = ids[:-1].unsqueeze(0), ids[1:]  # (1, N-1), (N-1,)
-        logits, _ = model(X, model.begin_state(1))  # (1, N-1, V)
-        logp = _log_probs(logits[0]).gather(1, Y[:, None]).squeeze(1)  # (N-1,)
-    bits = (-logp / math.log(2)).tolist()
-    return list(zip(text[1:], bits, strict=True))

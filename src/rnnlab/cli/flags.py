@@ -60,7 +60,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = "" if default is None else f" (default: {default})"
         kwargs["help"] = f"{f.metadata.get('help', '')}{shown}"
-        group.add_argument(flag(f.name), dest=f.name, **kwargs)
+        aliases = [flag(a) for a in f.metadata.get("aliases", ())]  # names users already type
+        group.add_argument(flag(f.name), *aliases, dest=f.name, **kwargs)
 
 
 def given(cls: type, args: argparse.Namespace) -> dict[str, Any]:

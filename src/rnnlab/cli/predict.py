@@ -65,23 +65,23 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    gen_cfg = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
+    config = config_from(GenerateConfig, args)  # validate flags before touching the checkpoint
     lm = load(args.run, impl=args.impl, device=args.device)
     if lm.run.model_config.bidirectional:
         stderr(BIDIRECTIONAL_WARNING)
-    preds = lm.predict(args.prefix, gen_cfg)
+    preds = lm.predict(args.prefix, config)
     if args.json:
         results = [prediction_dict(pred) for pred in preds]
         print(json_line(results[0] if len(results) == 1 else {"predictions": results}))
         return 0
-    strategy = gen_cfg.decode_config().strategy
     for pred in preds:
         print(f"prefix: {pred.prefix!r}")
         print("next character:")
         for c, p in pred.next:
             print(f"  {c!r:8} {p:.4f}")
-        if gen_cfg.steps:
-            print(f"continuation ({gen_cfg.steps} steps, {strategy}): {pred.continuation!r}")
+        if config.num_preds:
+            what = f"{config.num_preds} steps, {config.strategy}"
+            print(f"continuation ({what}): {pred.continuation!r}")
             print(pred.prefix + pred.continuation)
     return 0
 

@@ -1,9 +1,9 @@
 """Using a trained encoder-decoder: translate words, and score it on pairs.
 
-Decoding is `rnnlab.decoding`'s (greedy, sampling, beam search), fed by the decoder as a step
-function. The figures are exact match, character error rate (edit distance over reference
-characters) and the teacher-forced loss of the references; `beam_vs_greedy` compares the
-log-likelihood of the two strategies' outputs pair by pair.
+Decoding is `rnnlab.decoding`'s (greedy, sampling, beam search), the decoder adapted to it as an
+advance function (one call per symbol). The figures are exact match, character error rate (edit
+distance over reference characters) and the teacher-forced loss of the references;
+`beam_vs_greedy` compares the log-likelihood of the two strategies' outputs pair by pair.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.decoding import DecodeConfig, Hypothesis, StepFn, beam_search, decode, greedy
+from rnnlab.decoding import AdvanceFn, DecodeConfig, Hypothesis, beam_search, decode, greedy
 from rnnlab.errors import UsageError
 from rnnlab.model import State, eval_mode
 from rnnlab.seq2seq.model import Seq2Seq, masked_nll
@@ -27,14 +27,14 @@ EVAL_BATCH = 256  # pairs decoded at once during evaluation
 # -- decoding -------------------------------------------------------------------------------------
 
 
-def decoder_step_fn(model: Seq2Seq) -> StepFn:
-    """The decoder as a step function for `rnnlab.decoding`: ids (B,) -> logits (B, V)."""
+def decoder_advance(model: Seq2Seq) -> AdvanceFn:
+    """The decoder as an advance function for `rnnlab.decoding`: ids (B,) -> logits (B, V)."""
 
-    def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def advance(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         logits, state = model.decoder(ids[:, None], state)  # (B, 1, V)
         return logits[:, 0], state
 
-    return step
+    return advance
 
 
 def auto_max_len(sources: Sequence[str], max_target_len: int) -> int:
@@ -68,7 +68,7 @@ def translate_batch(
     with eval_mode(model):
         state = model.encoder(batch.src, batch.src_len)
         start = torch.full((len(batch),), PairVocab.bos, dtype=torch.long, device=model.device)
-        return decode(decoder_step_fn(model), state, start, max_len, PairVocab.eos, config)
+        return decode(decoder_advance(model), state, start, max_len, PairVocab.eos, config)
 
 
 @dataclass
@@ -188,7 +188,7 @@ def beam_vs_greedy(
     """
     greedy_hyps: list[Hypothesis] = []
     beam_hyps: list[Hypothesis] = []
-    step = decoder_step_fn(model)
+    advance = decoder_advance(model)
     with eval_mode(model):
         for i in range(0, len(pairs), EVAL_BATCH):
             chunk = pairs[i : i + EVAL_BATCH]
@@ -196,8 +196,8 @@ def beam_vs_greedy(
             limit = auto_max_len([s for s, _ in chunk], max_target_len)
             start = torch.full((len(chunk),), PairVocab.bos, dtype=torch.long, device=model.device)
             state = model.encoder(batch.src, batch.src_len)
-            greedy_hyps += greedy(step, state, start, limit, PairVocab.eos)
-            beams = beam_search(step, state, start, beam, limit, PairVocab.eos, length_norm)
+            greedy_hyps += greedy(advance, state, start, limit, PairVocab.eos)
+            beams = beam_search(advance, state, start, beam, limit, PairVocab.eos, length_norm)
             beam_hyps += [hyps[0] for hyps in beams]
     both = list(zip(beam_hyps, greedy_hyps, strict=True))
     differ = [(b.log_prob, g.log_prob) for b, g in both if (b.ids, b.ended) != (g.ids, g.ended)]

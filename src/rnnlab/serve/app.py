@@ -10,7 +10,7 @@ without traceback or local path.
 Endpoints (the schema is at /api/openapi.json):
     GET  /api/runs       the runs served, their configs, the limits and the unit patterns
     GET  /api/metrics    a run's training curves (metrics.csv)
-    POST /api/predict    next-character distribution (top `show`) and a K-step continuation
+    POST /api/predict    next-character distribution (top `show`) and a `num_preds` continuation
     POST /api/score      per-character surprisal and the model's top alternatives
     POST /api/evaluate   loss, perplexity and bits/char of a text
     POST /api/states     one hidden unit's activation after every character
@@ -19,6 +19,8 @@ Endpoints (the schema is at /api/openapi.json):
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
 
 from rnnlab.api import (
@@ -46,13 +48,10 @@ from rnnlab.jsonout import strict_dumps
 from rnnlab.serve.config import (
     LIMITS,
     MAX_ALTERNATIVES,
-    MAX_BEAM,
     MAX_PREFIX,
-    MAX_SEED,
-    MAX_SHOW,
-    MAX_STEPS,
     MAX_TEXT,
     MAX_TOP_UNITS,
+    PREDICT_LIMITS,
     ServeConfig,
 )
 from rnnlab.serve.security import SECURITY_HEADERS, Busy, ComputePool, Guard, allowed_hosts
@@ -76,18 +75,51 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PredictRequest(Strict):
-    run: RunName
-    prefix: Prefix
-    steps: int = Field(0, ge=0, le=MAX_STEPS, description="characters to generate (K)")
-    show: int = Field(10, ge=1, le=MAX_SHOW, description="next-character candidates to list")
-    strategy: Literal["greedy", "sample", "beam"] | None = None
-    temperature: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
-    top_k: int = Field(0, ge=0, le=1_000_000, description="sample from the K likeliest (0: all)")
-    top_p: Finite = Field(1.0, gt=0, le=1, description="sample from the nucleus of mass P")
-    beam: int = Field(5, ge=1, le=MAX_BEAM)
-    length_norm: Finite = Field(0.0, ge=0, le=2)
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="the same seed draws the same sample")
+def schema_fields(cls: type, limits: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """pydantic fields made from a config's declaration (`rnnlab.options`), for `create_model`.
+
+    Each field keeps its name, type, default, choices, help and aliases; its range is the
+    declared one, tightened by `limits` (the server's lower caps): a limit that would widen a
+    declared bound is ignored, so the server never accepts what the library refuses.
+    """
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        optional = f.default is None
+        hint = hints[f.name]  # e.g. `float | None`: the type is float, None the default
+        tp = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)][0]
+        if "choices" in meta:
+            tp = Literal[tuple(meta["choices"])]
+        bounds: dict[str, Any] = {k: meta[k] for k in ("ge", "gt", "le") if k in meta}
+        for key, value in limits.get(f.name, {}).items():
+            tighter = max if key in ("ge", "gt") else min
+            bounds[key] = tighter(bounds[key], value) if key in bounds else value
+        if tp is float:
+            bounds["allow_inf_nan"] = False
+        if bounds:
+            tp = Annotated[tp, Field(**bounds)]
+        aliases = meta.get("aliases", ())
+        fields[f.name] = (
+            tp | None if optional else tp,
+            Field(
+                f.default,
+                description=meta.get("help"),
+                validation_alias=AliasChoices(f.name, *aliases) if aliases else None,
+            ),
+        )
+    return fields
+
+
+# `rnnlab predict`'s options (GenerateConfig), under the server's own limits; `steps` is also
+# accepted for `num_preds`. Both names at once are refused (the second is an unknown field).
+PredictRequest = create_model(
+    "PredictRequest",
+    __base__=Strict,
+    run=(RunName, ...),
+    prefix=(Prefix, ...),
+    **schema_fields(GenerateConfig, PREDICT_LIMITS),
+)
 
 
 class CharProb(BaseModel):
@@ -336,12 +368,11 @@ def create_app(models: Mapping[str, LanguageModel], config: ServeConfig | None =
         return {"run": run, "epochs": await pool.run(lm.training_log)}
 
     @app.post("/api/predict", response_model=PredictAnswer)
-    async def predict(req: PredictRequest) -> dict[str, Any]:
-        """`rnnlab predict --json`: the top `show` next characters and a `steps` continuation."""
+    async def predict(req: PredictRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        """`rnnlab predict --json`: the top `show` next characters, a `num_preds` continuation."""
         lm = model(req.run)
-        options = req.model_dump(exclude={"run", "prefix"})
-        gen = GenerateConfig(**options)
-        preds = await pool.run(lm.predict, req.prefix, gen)
+        config = GenerateConfig(**req.model_dump(exclude={"run", "prefix"}))
+        preds = await pool.run(lm.predict, req.prefix, config)
         return prediction_dict(preds[0])
 
     @app.post("/api/score", response_model=ScoreAnswer)

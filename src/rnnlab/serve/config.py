@@ -12,17 +12,27 @@ from rnnlab.errors import UsageError
 # about 40 MB of float32.
 MAX_PREFIX = 1_000
 MAX_TEXT = 2_000
-MAX_STEPS = 2_000
+MAX_NUM_PREDS = 2_000
 MAX_BEAM = 16
 MAX_SHOW = 50
 MAX_ALTERNATIVES = 10
 MAX_TOP_UNITS = 50
 MAX_BODY = 256 * 1024  # bytes: a MAX_TEXT text, escaped, plus a signal of MAX_TEXT numbers
 MAX_SEED = 2**63 - 1
+# The prediction options are declared once, with the library's own ranges, by `GenerateConfig`
+# (rnnlab.generate); the server's schema takes those and tightens the ones listed here.
+PREDICT_LIMITS: dict[str, dict[str, float]] = {
+    "num_preds": {"le": MAX_NUM_PREDS},
+    "show": {"le": MAX_SHOW},
+    "beam": {"le": MAX_BEAM},
+    "temperature": {"le": 100},
+    "top_k": {"le": 1_000_000},
+    "seed": {"ge": 0, "le": MAX_SEED},
+}
 LIMITS = {
     "prefix": MAX_PREFIX,
     "text": MAX_TEXT,
-    "steps": MAX_STEPS,
+    "steps": MAX_NUM_PREDS,  # the page's name for num_preds
     "beam": MAX_BEAM,
     "show": MAX_SHOW,
     "alternatives": MAX_ALTERNATIVES,
