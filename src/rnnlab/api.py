@@ -344,7 +344,7 @@ class LanguageModel:
         self,
         text: str | None = None,
         *,
-        corpus: str | Path | None = None,
+        corpus: str | Path | list[str | Path] | None = None,
         cleaning: str | None = None,
         encoding: str = "utf-8",
         dynamic: bool | DynamicConfig = False,
@@ -367,7 +367,7 @@ class LanguageModel:
             ids = encode_known(self.vocab, text, "text")
         elif corpus is not None:
             cfg = dataclasses.replace(
-                self.run.data, corpus=str(corpus), cleaning=cleaning, encoding=encoding
+                self.run.data, corpus=corpus, cleaning=cleaning, encoding=encoding
             )
             ids = encode_corpus(cfg, self.vocab)
         else:

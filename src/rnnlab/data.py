@@ -1,29 +1,24 @@
 """Text -> vocabulary -> ids: the one path from a corpus to the integer tensors training reads.
 
-A small text is read whole; a file over `STREAM_BYTES` is streamed chunk by chunk into one
-preallocated array (`prepare_streamed`). Both give the same ids, so every command (train, check,
-evaluate, sweep) calls `prepare_data` and never needs to know which way the text came in.
+Three steps, each down one floor and never back: corpus.py reads, cleans, splits and counts the
+text (`read_corpus`), vocab.py chooses the symbols from the training text's counts
+(`Vocab.from_counts`, or `extend_vocab` when fine-tuning) and then writes the ids of the training
+and held-out text (`Vocab.encode_pieces`). corpus.py knows nothing of vocabularies, vocab.py
+nothing of files; this module is where they meet. A small corpus is held as code points, a large
+one (over `STREAM_BYTES`) streamed chunk by chunk; both give the same ids, so every command
+(train, check, evaluate, sweep) calls `prepare_data` and never needs to know which way the text
+came in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 
-from rnnlab.corpus import (
-    CHUNK_BYTES,
-    STREAM_BYTES,
-    DataConfig,
-    is_large,
-    load_text,
-    split,
-    split_point,
-    stream_codepoints,
-)
-from rnnlab.errors import UsageError
-from rnnlab.vocab import Vocab, count_codepoints, dense_counts
+from rnnlab.corpus import CHUNK_BYTES, STREAM_BYTES, DataConfig, read_corpus
+from rnnlab.vocab import Vocab, extend_vocab
 
 
 @dataclass
@@ -31,6 +26,11 @@ class Data:
     vocab: Vocab
     train_ids: torch.Tensor  # (N_train,) compact integer ids
     valid_ids: torch.Tensor  # (N_valid,)
+    # Each document of the corpus (its path or built-in name, bytes, cleaned characters, and how
+    # many went to training and held-out text), JSON-ready: what config.json records.
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    # With `base_vocab` (fine-tuning): the characters new to it, appended after its own ids.
+    added: list[str] = field(default_factory=list)
 
 
 def prepare_data(
@@ -38,81 +38,34 @@ def prepare_data(
     vocab: Vocab | None = None,
     stream_over: int = STREAM_BYTES,
     chunk_bytes: int = CHUNK_BYTES,
+    base_vocab: Vocab | None = None,
 ) -> Data:
-    """Clean, split, build the vocabulary from the training part (unless given), encode both.
+    """Read, clean and split the text; build the vocabulary from the training part (unless
+    given); encode both parts.
 
     `config.train_chars` keeps only the start of the training part, after the split, so the
-    held-out text is the same with or without it; the vocabulary comes from the characters
-    kept (as d2l builds it from its 10,000), and held-out characters never seen become <unk>.
-    Files over `stream_over` bytes are streamed (`prepare_streamed`): same result, bounded memory.
+    held-out text is the same with or without it; the vocabulary comes from the characters kept
+    (as d2l builds it from its 10,000), and held-out characters never seen become <unk>. With
+    `base_vocab` (a trained model's, for fine-tuning) the vocabulary is that one with the new
+    text's unseen characters appended (`extend_vocab`); `Data.added` lists them. Corpora over
+    `stream_over` bytes are streamed in chunks of `chunk_bytes`: same result, bounded memory.
     """
-    if is_large(config, stream_over):
-        return prepare_streamed(config, vocab, chunk_bytes)
-    text = load_text(config)
-    train_text, valid_text = split(text, config.valid_fraction)
-    train_text = train_text[: train_end(len(train_text), config)]
-    if vocab is None:
-        vocab = Vocab.build(train_text, config.min_freq)
-    return Data(vocab, vocab.encode(train_text), vocab.encode(valid_text))
-
-
-def prepare_streamed(
-    config: DataConfig, vocab: Vocab | None = None, chunk_bytes: int = CHUNK_BYTES
-) -> Data:
-    """`prepare_data` for a file too large to hold as one string: two streamed passes.
-
-    Pass 1 counts the cleaned characters, chunk by chunk, to find the train/valid split and the
-    training text's character counts; the one chunk the split cuts is decoded again to count
-    only its training part. Pass 2 writes each chunk's ids straight into one preallocated array
-    of the narrowest exact integer type. Peak memory: that array plus a few chunks.
-    """
-    starts, lengths, counts = [], [], []
-    for start, codes in stream_codepoints(config, chunk_bytes):
-        starts.append(start)
-        lengths.append(len(codes))
-        if vocab is None:
-            counts.append(count_codepoints(codes))  # sparse: a few KB per chunk
-    n = sum(lengths)
-    n_train = split_point(n, config.valid_fraction)
-    n_kept = train_end(n_train, config)  # the training characters learnt from
-    if vocab is None:
-        train_counts = []
-        for start, length, c in zip(starts, lengths, counts, strict=True):
-            if start.char_offset + length <= n_kept:
-                train_counts.append(c)
-            elif start.char_offset < n_kept:  # the chunk the end of training cuts in two
-                _, codes = next(stream_codepoints(config, chunk_bytes, start))
-                train_counts.append(count_codepoints(codes[: n_kept - start.char_offset]))
-        vocab = Vocab.from_counts(dense_counts(train_counts), config.min_freq)
-    ids = np.empty(n, dtype=vocab.id_dtype)
-    done = 0
-    for start, codes in stream_codepoints(config, chunk_bytes):
-        end = start.char_offset + len(codes)
-        if end > n:
-            break
-        vocab.encode_codepoints(codes, ids[start.char_offset : end])
-        done = end
-    if done != n:
-        raise UsageError(f"corpus {config.corpus!r} changed while it was being read: try again")
-    return Data(vocab, torch.from_numpy(ids[:n_kept]), torch.from_numpy(ids[n_train:]))
-
-
-def train_end(n_train: int, config: DataConfig) -> int:
-    """How many characters of a training part of `n_train` are learnt from (`--train-chars`)."""
-    if config.train_chars is None:
-        return n_train
-    return min(n_train, config.train_chars)
+    text = read_corpus(config, stream_over, chunk_bytes)  # 1. text: documents, split, counts
+    added: list[str] = []
+    if vocab is None:  # 2. the vocabulary, from the training text's counts
+        counts = text.train_counts()
+        if base_vocab is None:
+            vocab = Vocab.from_counts(counts, config.min_freq, keep=text.separators)
+        else:
+            vocab, added = extend_vocab(base_vocab, counts, config.min_freq, text.separators)
+    train_ids = vocab.encode_pieces(text.train_pieces(), text.n_train)  # 3. ids
+    valid_ids = vocab.encode_pieces(text.valid_pieces(), text.n_valid)
+    return Data(vocab, train_ids, valid_ids, text.record(), added)
 
 
 def encode_corpus(
     config: DataConfig, vocab: Vocab, stream_over: int = STREAM_BYTES
 ) -> torch.Tensor:
-    """The ids of a whole corpus with a given vocabulary (large files streamed)."""
-    if not is_large(config, stream_over):
-        return vocab.encode(load_text(config))
-    pieces = []
-    for _, codes in stream_codepoints(config):
-        ids = np.empty(len(codes), dtype=vocab.id_dtype)
-        vocab.encode_codepoints(codes, ids)
-        pieces.append(ids)
-    return torch.from_numpy(np.concatenate(pieces))
+    """The ids of a whole corpus (every document, no split) with a given vocabulary."""
+    text = read_corpus(config, stream_over)
+    return vocab.encode_pieces(text.pieces(text.whole_spans), text.n_chars)

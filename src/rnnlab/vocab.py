@@ -1,9 +1,14 @@
 """Vocab: the ordered characters of the training text, `<unk>`, and encode/decode.
 
-Encoding works on whole texts at once through numpy code-point arrays, so a large corpus becomes
-one compact integer tensor without ever building a Python list of ints. Counting and encoding also
-work piece by piece (`count_codepoints`, `Vocab.from_counts`, `Vocab.encode_into`), which is how a
-file too large to hold as one string is turned into ids.
+A vocabulary is built from character counts (`Vocab.from_counts`: counts[code point], which
+corpus.py measures on the training text, streamed or not) and encodes whole texts through numpy
+code-point arrays, so a large corpus becomes one compact integer tensor without ever building a
+Python list of ints. `Vocab.encode_pieces` writes the ids of a text given as pieces of code points
+(`Vocab.encode_codepoints` for each) into one preallocated array: that is how a file too large to
+hold as one string is turned into ids. This module knows nothing of files or corpora.
+
+Fine-tuning a trained model on a new text needs the old ids kept: `extend_vocab` appends the new
+text's unseen characters after the trained ones.
 """
 
 from __future__ import annotations
@@ -13,26 +18,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from rnnlab.corpus import codepoints
 from rnnlab.errors import UsageError
 
 UNK = "<unk>"
 
 
-def count_codepoints(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct code points of an array and how often each occurs (sparse, sorted)."""
-    dense = np.bincount(codes)
-    present = np.flatnonzero(dense)
-    return present, dense[present]
+def char_counts(text: str) -> np.ndarray:
+    """counts[code point] of the characters of `text`."""
+    return np.bincount(_codepoints(text))
 
 
-def dense_counts(pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Sum sparse (code points, counts) pieces into counts[code point]."""
-    size = max((int(codes[-1]) + 1 for codes, _ in pieces if len(codes)), default=0)
-    total = np.zeros(size, dtype=np.int64)
-    for codes, counts in pieces:
-        total[codes] += counts
-    return total
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one UTF-32 buffer, viewed
 
 
 def smallest_id_dtype(vocab_size: int) -> np.dtype:
@@ -42,6 +39,19 @@ def smallest_id_dtype(vocab_size: int) -> np.dtype:
     if vocab_size <= 2**15:
         return np.dtype(np.int16)
     return np.dtype(np.int32)
+
+
+def _chosen(counts: np.ndarray, min_freq: int, keep: str) -> list[str]:
+    """The characters counted at least `min_freq` times, and those of `keep` whatever their
+    count, by descending count, ties by code point."""
+    forced = np.array([ord(c) for c in keep], dtype=np.int64)
+    size = max(len(counts), int(forced.max()) + 1 if len(forced) else 0)
+    counts = np.pad(np.asarray(counts, dtype=np.int64), (0, size - len(counts)))
+    chosen = counts >= max(min_freq, 1)
+    chosen[forced] = True
+    codes = np.flatnonzero(chosen)
+    order = np.lexsort((codes, -counts[codes]))  # frequency descending, then code point ascending
+    return [chr(int(c)) for c in codes[order]]
 
 
 class Vocab:
@@ -66,15 +76,13 @@ class Vocab:
     @classmethod
     def build(cls, text: str, min_freq: int = 1) -> Vocab:
         """Count characters of `text`; keep those seen at least `min_freq` times."""
-        return cls.from_counts(np.bincount(codepoints(text)), min_freq)
+        return cls.from_counts(char_counts(text), min_freq)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, min_freq: int = 1) -> Vocab:
-        """The vocabulary of characters whose count (counts[code point]) is at least `min_freq`."""
-        codes = np.flatnonzero(counts >= max(min_freq, 1))
-        freq = counts[codes]
-        order = np.lexsort((codes, -freq))  # frequency descending, then code point ascending
-        return cls([UNK] + [chr(int(c)) for c in codes[order]])
+    def from_counts(cls, counts: np.ndarray, min_freq: int = 1, keep: str = "") -> Vocab:
+        """The vocabulary of characters whose count (counts[code point]) is at least `min_freq`,
+        plus the characters of `keep` however rare (a corpus's document separator)."""
+        return cls([UNK, *_chosen(counts, min_freq, keep)])
 
     def __len__(self) -> int:
         return len(self.idx_to_token)
@@ -95,7 +103,7 @@ class Vocab:
 
     def encode_into(self, text: str, out: np.ndarray) -> None:
         """Write the ids of `text` into `out` (len(text) slots of `id_dtype`)."""
-        self.encode_codepoints(codepoints(text), out)
+        self.encode_codepoints(_codepoints(text), out)
 
     def encode_codepoints(self, codes: np.ndarray, out: np.ndarray) -> None:
         """Write the ids of code points `codes` into `out`, copying nothing else.
@@ -104,6 +112,18 @@ class Vocab:
         which holds <unk>.
         """
         np.take(self._table, codes, out=out, mode="clip")
+
+    def encode_pieces(self, pieces: Iterable[np.ndarray], n: int) -> torch.Tensor:
+        """The ids of a text of `n` characters given as pieces of code points, written into one
+        array as the pieces come: peak memory is the ids plus one piece."""
+        ids = np.empty(n, dtype=self.id_dtype)
+        done = 0
+        for codes in pieces:
+            self.encode_codepoints(codes, ids[done : done + len(codes)])
+            done += len(codes)
+        if done != n:
+            raise ValueError(f"pieces held {done} characters, not the {n} announced")
+        return torch.from_numpy(ids)
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         if isinstance(ids, torch.Tensor):
@@ -120,6 +140,25 @@ class Vocab:
     @classmethod
     def from_json(cls, tokens: list[str]) -> Vocab:
         return cls(tokens)
+
+
+def extend_vocab(
+    base: Vocab, counts: np.ndarray, min_freq: int = 1, keep: str = ""
+) -> tuple[Vocab, list[str]]:
+    """The vocabulary for fine-tuning a model trained with `base` on a new text, and the
+    characters it adds.
+
+    Every character of `base` keeps its id, so the trained rows of the embedding (or one-hot
+    input) and of the output layer stay where they are and can be copied as they are; a
+    character of `base` the new text lacks stays known. Characters new to `base` that the new
+    text holds at least `min_freq` times (`counts[code point]`, as `Vocab.from_counts` takes
+    them), and those of `keep`, are appended after them in `from_counts`'s order (descending
+    count, ties by code point): the model needs fresh rows for exactly those, ids
+    len(base)..len(result)-1.
+    """
+    old = set(base.idx_to_token)
+    added = [c for c in _chosen(counts, min_freq, keep) if c not in old]
+    return Vocab([*base.idx_to_token, *added]), added
 
 
 def require_known(unknown: list[str], what: str, source: str = "the training text") -> None:

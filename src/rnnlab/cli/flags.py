@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from rnnlab.jsonout import strict_dumps
 from rnnlab.training.distributed import teardown as distributed_teardown
 
 _TYPES = {"int": int, "float": float, "str": str}
+_LIST = re.compile(r"list\[(\w+)\]")
 
 IMPL_HELP = "load the weights into this recurrent implementation (default: the run's own)"
 RUN_HELP = (
@@ -36,13 +38,27 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+class _OneOrMore(argparse.Action):
+    """`nargs="+"` for a field typed `T | list[T]`: one value stays a T, several make a list, so
+    `--corpus a.txt` gives the same config (and config.json) as before lists existed."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] = ()) -> None:
-    """One flag per dataclass field; unspecified flags stay absent so defaults come from `cls`."""
+    """One flag per dataclass field; unspecified flags stay absent so defaults come from `cls`.
+
+    A field typed int, float, str or bool (or one of them `| None`) takes one value; a field
+    typed `list[T]` takes one or more (`--corpus a.txt b.txt`), and `T | list[T]` keeps a
+    single value as a T.
+    """
     group = parser.add_argument_group(f"{cls.__name__.removesuffix('Config').lower()} options")
     for f in dataclasses.fields(cls):
         if only and f.name not in only:
             continue
-        base = str(f.type).split("|")[0].strip()
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        base = kinds[0]
         if base == "bool":
             group.add_argument(
                 flag(f.name),
@@ -52,7 +68,15 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[s
                 help=f.metadata.get("help"),
             )
             continue
-        kwargs: dict[str, Any] = {"type": _TYPES[base], "default": argparse.SUPPRESS}
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
+        listed = [m.group(1) for k in kinds if (m := _LIST.fullmatch(k))]
+        if listed:
+            kwargs["nargs"] = "+"
+            kwargs["type"] = _TYPES[listed[0]]
+            if listed[0] in kinds:
+                kwargs["action"] = _OneOrMore
+        else:
+            kwargs["type"] = _TYPES[base]
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if "metavar" in f.metadata:

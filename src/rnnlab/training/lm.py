@@ -235,6 +235,8 @@ class LanguageModelRecipe:
         assert self.data is not None
         config = run_config(self.data_config, self.model_config, self.train_config, self.data.vocab)
         config["runtime"] = runtime.record(self.train_config.batch_size)
+        if self.data.documents:  # a folder or several files: which, and how each was split
+            config["data_files"] = self.data.documents
         return config
 
     def check_resume(self, run_dir: Path, stored: dict[str, Any]) -> None:
