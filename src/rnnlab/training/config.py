@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rnnlab.batches import SAMPLINGS
+from rnnlab.batches import SAMPLINGS, check_variable_window
 from rnnlab.errors import UsageError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -30,6 +30,13 @@ class TrainConfig:
             "help": "random: shuffled windows, zero state each minibatch; sequential: state "
             "carried across minibatches (truncated BPTT)",
             "choices": SAMPLINGS,
+        },
+    )
+    variable_window: bool = field(
+        default=False,
+        metadata={
+            "help": "vary each minibatch's length as AWD-LSTM does: --num-steps with p 0.95 else "
+            "half, plus N(0, 5) steps, at least 5 (sequential sampling only)"
         },
     )
     optimizer: str = field(default="adam", metadata={"help": "optimizer", "choices": OPTIMIZERS})
@@ -76,6 +83,7 @@ class TrainConfig:
             raise UsageError(
                 f"unknown sampling {self.sampling!r}: use one of {', '.join(SAMPLINGS)}"
             )
+        check_variable_window(self.sampling, self.variable_window)
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(
                 f"unknown optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}"
