@@ -100,13 +100,23 @@ def trainer_epoch(trainer: Trainer) -> int:
     return trainer.run_epoch(None, _NoSignals()).chars  # type: ignore[arg-type]
 
 
-def bare_epoch(model: RNNLM, opt: torch.optim.Optimizer, ids: torch.Tensor, B: int) -> int:
-    """The plainest truncated-BPTT loop with the same work as rnnlab's: the reference."""
+def bare_epoch(
+    model: RNNLM, opt: torch.optim.Optimizer, ids: torch.Tensor, B: int, variable: bool = False
+) -> int:
+    """The plainest truncated-BPTT loop with the same work as rnnlab's: the reference.
+
+    With regularisation on, each step draws its masks once (`mask_generator(seed, step)`, as a
+    training loop does); `variable` draws each window's length.
+    """
     state = None
     chars = 0
-    for X, Y in sequential_batches(ids, B, T, torch.Generator().manual_seed(0)):
+    gen = torch.Generator().manual_seed(0)
+    for step, (X, Y) in enumerate(sequential_batches(ids, B, T, gen, variable_window=variable)):
         state = model.begin_state(B) if state is None else detach_state(state)
-        logits, state = model(X, state)
+        masks = None  # all off: exactly the plain loop
+        if model.config.uses_masks:
+            masks = model.sample_masks(B, mask_generator(0, step))
+        logits, state = model(X, state, masks)
         loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,27 +231,6 @@ REGULARISATION = {  # column -> (ModelConfig options, variable windows)
 }  # fmt: skip
 
 
-def masked_epoch(
-    model: RNNLM, opt: torch.optim.Optimizer, ids: torch.Tensor, B: int, variable: bool
-) -> int:
-    """`bare_epoch` as a training loop runs with regularisation: the step's masks drawn once
-    (`mask_generator(seed, step)`), windows of drawn lengths when `variable`."""
-    state = None
-    chars = 0
-    gen = torch.Generator().manual_seed(0)
-    for step, (X, Y) in enumerate(sequential_batches(ids, B, T, gen, variable_window=variable)):
-        state = model.begin_state(B) if state is None else detach_state(state)
-        masks = model.sample_masks(B, mask_generator(0, step))
-        logits, state = model(X, state, masks)
-        loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        chars += Y.numel()
-    return chars
-
-
 def bench_regularisation(cells: list[str], reps: int, hidden: int = 256) -> None:
     """Training speed with DropConnect, locked dropout, tied weights and variable windows on:
     the price of each, beside the defaults (off: plain dropout 0.3), 2 layers, batch 32."""
@@ -258,7 +247,7 @@ def bench_regularisation(cells: list[str], reps: int, hidden: int = 256) -> None
                 if ids is None:
                     ids = corpus_for(SECONDS_PER_MEASURE, calibrate(model, 32), 32)
                 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-                contenders[name] = partial(masked_epoch, model, opt, ids, 32, variable)
+                contenders[name] = partial(bare_epoch, model, opt, ids, 32, variable)
             r = paired(contenders, reps)
             cols = " | ".join(f"{r[name]:,.0f}" for name in REGULARISATION)
             last = list(REGULARISATION)[-1]
