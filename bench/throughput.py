@@ -2,6 +2,7 @@
 
     python bench/throughput.py            # every table (about 8 minutes)
     python bench/throughput.py --quick    # fewer configurations and repetitions (about 2 minutes)
+    python bench/throughput.py --regularisation   # only the regularisation table (about 1 minute)
 
 Every comparison runs its contenders interleaved in one process and reports medians over
 repetitions and their ratios, because these machines are noisy: never compare figures taken in
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ from rnnlab.batches import sequential_batches
 from rnnlab.decoding import DecodeConfig, decode
 from rnnlab.generate import lm_advance
 from rnnlab.metrics import evaluate
-from rnnlab.model import RNNLM, ModelConfig, detach_state
+from rnnlab.model import RNNLM, ModelConfig, detach_state, mask_generator
 from rnnlab.training import TrainConfig, Trainer, lm_trainer
 
 V = 28  # the Time Machine's vocabulary
@@ -99,13 +101,23 @@ def trainer_epoch(trainer: Trainer) -> int:
     return trainer.run_epoch(None, _NoSignals()).chars  # type: ignore[arg-type]
 
 
-def bare_epoch(model: RNNLM, opt: torch.optim.Optimizer, ids: torch.Tensor, B: int) -> int:
-    """The plainest truncated-BPTT loop with the same work as rnnlab's: the reference."""
+def bare_epoch(
+    model: RNNLM, opt: torch.optim.Optimizer, ids: torch.Tensor, B: int, variable: bool = False
+) -> int:
+    """The plainest truncated-BPTT loop with the same work as rnnlab's: the reference.
+
+    With regularisation on, each step draws its masks once (`mask_generator(seed, step)`, as a
+    training loop does); `variable` draws each window's length.
+    """
     state = None
     chars = 0
-    for X, Y in sequential_batches(ids, B, T, torch.Generator().manual_seed(0)):
+    gen = torch.Generator().manual_seed(0)
+    for step, (X, Y) in enumerate(sequential_batches(ids, B, T, gen, variable_window=variable)):
         state = model.begin_state(B) if state is None else detach_state(state)
-        logits, state = model(X, state)
+        masks = None  # all off: exactly the plain loop
+        if model.config.uses_masks:
+            masks = model.sample_masks(B, mask_generator(0, step))
+        logits, state = model(X, state, masks)
         loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,6 +215,44 @@ def bench_impls(cells: list[str], reps: int) -> None:
             f"{r['scratch']:,.0f} | {r['scratch'] / r['torch']:.2f} |",
             flush=True,
         )
+    print()
+
+
+# -- regularisation ------------------------------------------------------------------------------
+
+REGULARISATION = {  # column -> (ModelConfig options, variable windows)
+    "off": ({}, False),
+    "weight-drop 0.5": ({"weight_drop": 0.5}, False),
+    "locked 0.2 x 3": ({"dropout_input": 0.2, "dropout_hidden": 0.2, "dropout_output": 0.2}, False),
+    "all + tied + variable": (
+        {"weight_drop": 0.5, "dropout_input": 0.2, "dropout_hidden": 0.2, "dropout_output": 0.2,
+         "tie_weights": True},
+        True,
+    ),
+}  # fmt: skip
+
+
+def bench_regularisation(cells: list[str], reps: int, hidden: int = 256) -> None:
+    """Training speed with DropConnect, locked dropout, tied weights and variable windows on:
+    the price of each, beside the defaults (off: plain dropout 0.3), 2 layers, batch 32."""
+    print(f"## Regularisation on vs off: 2 x {hidden} model, batch 32 (chars/s)\n")
+    print("| cell | impl | " + " | ".join(REGULARISATION) + " | all / off |")
+    print("| --- | --- |" + " ---: |" * (len(REGULARISATION) + 1))
+    for cell in cells:
+        for impl in ("torch", "fast") if cell != "lstm" else ("torch",):
+            ids = None
+            contenders = {}
+            for name, (options, variable) in REGULARISATION.items():
+                torch.manual_seed(0)
+                model = RNNLM(V, ModelConfig(cell=cell, impl=impl, hidden=hidden, **options))
+                if ids is None:
+                    ids = corpus_for(SECONDS_PER_MEASURE, calibrate(model, 32), 32)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                contenders[name] = partial(bare_epoch, model, opt, ids, 32, variable)
+            r = paired(contenders, reps)
+            cols = " | ".join(f"{r[name]:,.0f}" for name in REGULARISATION)
+            last = list(REGULARISATION)[-1]
+            print(f"| {cell} | {impl} | {cols} | {r[last] / r['off']:.2f} |", flush=True)
     print()
 
 
@@ -335,10 +385,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and reps")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--regularisation", action="store_true", help="only the regularisation on/off table"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    if args.regularisation:
+        bench_regularisation(["gru", "lstm"], reps=3 if args.quick else 5)
+        cmd = "python bench/throughput.py --regularisation" + (" --quick" if args.quick else "")
+        print(f"command: {cmd}  ({(time.perf_counter() - start) / 60:.1f} min)")
+        return
     peak = matmul_peak()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
@@ -348,6 +406,7 @@ def main() -> None:
     if args.quick:
         bench_training(["gru"], [256], [32], layers=1, reps=3, peak=peak)
         bench_impls(["gru"], reps=3)
+        bench_regularisation(["gru"], reps=3)
         bench_generation(K=200, K_rerun_batched=50, reps=2)
         bench_step(K=300, reps=3)
         bench_evaluation(reps=2)
@@ -355,6 +414,7 @@ def main() -> None:
     else:
         bench_training(["rnn", "gru", "lstm"], [256, 512], [32, 128], layers=1, reps=5, peak=peak)
         bench_impls(["rnn", "gru", "lstm"], reps=5)
+        bench_regularisation(["gru", "lstm"], reps=5)
         bench_generation(K=500, K_rerun_batched=100, reps=3)
         bench_step(K=500, reps=5)
         bench_evaluation(reps=3)

@@ -11,6 +11,11 @@ order (GRU r,z,n; LSTM i,f,g,o), packed weight layout, two biases and parameter 
 (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), a state dict moves between the two without
 renaming. The tests compare outputs, states and every gradient with PyTorch's in float64.
 
+Beyond torch's contract, ``forward`` takes two keyword-only extras that regularisation needs
+(``rnnlab.model``): ``weight_hh``, recurrent matrices to use instead of the parameters for this
+call (DropConnect's dropped weights, which autograd traces back to the parameters), and
+``between``, locked-dropout masks between layers.
+
 Letters: T time steps, B batch, I input size, H hidden size, L layers, D directions (1 or 2).
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -202,9 +208,20 @@ class _RecurrentCore(nn.Module):
         return torch.stack(outputs), state  # (T, B, H)
 
     def _core(
-        self, input: Tensor, hx: tuple[Tensor, ...] | None
+        self,
+        input: Tensor,
+        hx: tuple[Tensor, ...] | None,
+        weight_hh: Sequence[Tensor] | None = None,
+        between: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The loop over layers and directions, with torch's shape conventions and checks."""
+        """The loop over layers and directions, with torch's shape conventions and checks.
+
+        ``weight_hh``, when given, replaces each recurrent matrix (one per layer and direction,
+        in torch's order ``layer * D + direction``) for this call only: DropConnect passes the
+        dropped weights here, so the parameters themselves are never swapped. ``between`` holds
+        one ``(B, D*H)`` mask per gap between layers, multiplied into every time step of the
+        lower layer's output (locked dropout), on top of any plain ``dropout``.
+        """
         if input.dim() not in (2, 3):
             raise ValueError(f"Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
         if input.size(-1) != self.input_size:
@@ -236,8 +253,11 @@ class _RecurrentCore(nn.Module):
             for direction in range(num_directions):
                 k = layer * num_directions + direction  # torch's row of h_n for this layer/dir
                 state = tuple(s[k] for s in hx)  # each (B, H)
+                weights = self._weights(layer, direction)
+                if weight_hh is not None:  # (w_ih, w_hh, b_ih, b_hh) with w_hh replaced
+                    weights = (weights[0], weight_hh[k], *weights[2:])
                 out, state = self._run_direction(
-                    layer_input, state, self._weights(layer, direction), reverse=direction == 1
+                    layer_input, state, weights, reverse=direction == 1
                 )
                 outputs.append(out)
                 for part, s in zip(finals, state, strict=True):
@@ -245,6 +265,8 @@ class _RecurrentCore(nn.Module):
             layer_input = torch.cat(outputs, dim=2)  # (T, B, D*H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
+            if between is not None and layer < self.num_layers - 1:
+                layer_input = layer_input * between[layer]  # (T, B, D*H) * (B, D*H)
         h_n = tuple(torch.stack(part) for part in finals)  # each (L*D, B, H)
 
         output = layer_input
@@ -252,6 +274,18 @@ class _RecurrentCore(nn.Module):
             return output.squeeze(1), tuple(s.squeeze(1) for s in h_n)  # (T, D*H), (L*D, H)
         if self.batch_first:
             output = output.transpose(0, 1)  # (B, T, D*H)
+        return output, h_n
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Tensor | None = None,
+        *,
+        weight_hh: Sequence[Tensor] | None = None,
+        between: Sequence[Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The contract of ``nn.RNN``/``nn.GRU`` (the state is h alone); ``LSTM`` overrides it."""
+        output, (h_n,) = self._core(input, None if hx is None else (hx,), weight_hh, between)
         return output, h_n
 
     @classmethod
@@ -330,10 +364,6 @@ class RNN(_RecurrentCore):
     def _step(self, x: Tensor, state: tuple[Tensor, ...], weights: tuple) -> tuple[Tensor, ...]:
         return (rnn_cell(x, state[0], *weights, nonlinearity=self.nonlinearity),)
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        output, (h_n,) = self._core(input, None if hx is None else (hx,))
-        return output, h_n
-
 
 class GRU(_RecurrentCore):
     r"""Gated recurrent unit, a drop-in for ``nn.GRU`` (same equations as torch)::
@@ -352,10 +382,6 @@ class GRU(_RecurrentCore):
 
     def _step(self, x: Tensor, state: tuple[Tensor, ...], weights: tuple) -> tuple[Tensor, ...]:
         return (gru_cell(x, state[0], *weights),)
-
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        output, (h_n,) = self._core(input, None if hx is None else (hx,))
-        return output, h_n
 
 
 class LSTM(_RecurrentCore):
@@ -383,9 +409,14 @@ class LSTM(_RecurrentCore):
         return lstm_cell(x, (state[0], state[1]), *weights)
 
     def forward(
-        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+        self,
+        input: Tensor,
+        hx: tuple[Tensor, Tensor] | None = None,
+        *,
+        weight_hh: Sequence[Tensor] | None = None,
+        between: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if hx is not None and not isinstance(hx, tuple):
             raise TypeError("LSTM expects hx as a tuple (h_0, c_0)")
-        output, (h_n, c_n) = self._core(input, hx)
+        output, (h_n, c_n) = self._core(input, hx, weight_hh, between)
         return output, (h_n, c_n)

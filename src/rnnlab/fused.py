@@ -23,7 +23,9 @@ The modules subclass rnnlab's scratch cores (``rnnlab.cells``): same constructor
 names, initialisation, layer stacking, dropout and state conventions, so a state dict moves
 between ``nn.GRU``, ``cells.GRU`` and ``fused.GRU`` unchanged. The tests hold outputs, states and
 every gradient equal to torch's (1e-10 in float64, 1e-5 in float32). Inference (no gradient
-needed) runs the same forward loop without keeping anything for a backward pass.
+needed) runs the same forward loop without keeping anything for a backward pass. DropConnect
+(``--weight-drop``) needs nothing of its own here: the dropped recurrent matrix is the ``w_hh``
+the function receives, and autograd carries its gradient back through the mask.
 
 Letters: T time steps, B batch, I input size, H hidden size.
 """
@@ -49,16 +51,17 @@ def _workspace(shape: tuple[int, ...], like: Tensor) -> Tensor:
     A fresh multi-megabyte buffer costs a page fault per 4 KB page on first touch (measured:
     about 600 faults, 6% of a GRU training step at B=32, H=256); the backward pass's gradient
     buffer is dead once the pass returns (every returned gradient is a new tensor), so one per
-    thread and shape is kept.
+    thread and shape is kept. The first dimension (time) only grows the buffer: variable-length
+    windows (``--variable-window``) reuse the longest one's as a contiguous view.
     """
     cache = _local.__dict__.setdefault("buffers", {})
-    key = (shape, like.dtype, like.device)
+    key = (shape[1:], like.dtype, like.device)
     buf = cache.get(key)
-    if buf is None:
-        if len(cache) >= 8:  # a few shapes at a time (e.g. a last, shorter window)
+    if buf is None or buf.shape[0] < shape[0]:
+        if buf is None and len(cache) >= 8:  # a few shapes at a time
             cache.clear()
         buf = cache[key] = like.new_empty(shape)
-    return buf
+    return buf[: shape[0]]
 
 
 def _input_gates(X: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:

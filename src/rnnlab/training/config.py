@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.batches import SAMPLINGS
+from rnnlab.batches import SAMPLINGS, check_variable_window
 from rnnlab.devices import DEVICE_HELP
 from rnnlab.errors import UsageError, flag
 from rnnlab.training.precision import PRECISIONS
@@ -167,6 +167,13 @@ class TrainConfig(LoopConfig):
             "choices": SAMPLINGS,
         },
     )
+    variable_window: bool = field(
+        default=False,
+        metadata={
+            "help": "vary each minibatch's length as AWD-LSTM does: --num-steps with p 0.95 else "
+            "half, plus N(0, 5) steps, at least 5 (sequential sampling only)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -176,6 +183,7 @@ class TrainConfig(LoopConfig):
             raise UsageError(
                 f"unknown sampling {self.sampling!r}: use one of {', '.join(SAMPLINGS)}"
             )
+        check_variable_window(self.sampling, self.variable_window)
 
 
 def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.Optimizer:

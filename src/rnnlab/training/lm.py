@@ -33,6 +33,7 @@ from rnnlab.model import (
     State,
     count_parameters,
     forward_check,
+    mask_generator,
 )
 from rnnlab.presets import Preset
 from rnnlab.seeding import seed_everything
@@ -107,13 +108,17 @@ class LanguageModelFamily:
 
     def num_batches(self) -> int:
         cfg = self.config
-        return batches_per_epoch(len(self.train_ids), cfg.batch_size, cfg.num_steps, cfg.sampling)
+        return batches_per_epoch(
+            len(self.train_ids), cfg.batch_size, cfg.num_steps, cfg.sampling, cfg.variable_window
+        )
 
     def batches(self, ep: EpochProgress, gen: torch.Generator) -> Iterator[Any]:
         """The epoch's minibatches X, Y (B, T) from the one `ep.batches_done` on."""
         cfg = self.config
         gen.set_state(ep.start)  # the same offset and order as when the epoch began
-        batches = make_batches(self.train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, gen)
+        batches = make_batches(
+            self.train_ids, cfg.batch_size, cfg.num_steps, cfg.sampling, gen, cfg.variable_window
+        )
         for _ in range(ep.batches_done):  # already trained on before a resume
             next(batches)
         return batches
@@ -122,15 +127,27 @@ class LanguageModelFamily:
         self.net.train()
 
     def step(
-        self, batch: Any, ep: EpochProgress, optimizer: torch.optim.Optimizer, gen: torch.Generator
+        self,
+        batch: Any,
+        ep: EpochProgress,
+        optimizer: torch.optim.Optimizer,
+        gen: torch.Generator,
+        taken: int,
     ) -> Step:
+        cfg = self.config
         X, Y = batch  # (B, T), (B, T): the global minibatch
         X, Y = X[self.rows], Y[self.rows]  # (B/N, T): this process's rows
         # Random sampling: windows are unrelated, every minibatch starts from zero.
-        carried = None if self.config.sampling == "random" else ep.state
+        carried = None if cfg.sampling == "random" else ep.state
+        masks = None
+        if self.model.config.uses_masks:  # one set per step, from (seed, step): every rank
+            device = self.runtime.device  # draws the global batch's and keeps its rows
+            draw_on = device if device.type == "cuda" else torch.device("cpu")
+            generator = mask_generator(cfg.seed, taken, draw_on)
+            masks = self.model.sample_masks(cfg.batch_size, generator, self.rows)
         step = train_step(
-            self.net, optimizer, X, Y, carried, self.config.clip, self.runtime.precision,
-            self._reduce,
+            self.net, optimizer, X, Y, carried, cfg.clip, self.runtime.precision, self._reduce,
+            masks,
         )  # fmt: skip
         return dataclasses.replace(step, count=step.count * self.runtime.world.size)
 

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from rnnlab.errors import NumericalError, UsageError
-from rnnlab.model import RNNLM, State, detach_state
+from rnnlab.model import RNNLM, Masks, State, detach_state
 from rnnlab.training import distributed
 from rnnlab.training.checkpointing import resume_trainer, save_trainer
 from rnnlab.training.config import UNLIMITED_EPOCHS, LoopConfig, make_optimizer
@@ -59,9 +59,11 @@ def train_step(
     clip: float,
     precision: Precision = FP32,
     reduce: Callable[[float], float] | None = None,
+    masks: Masks | None = None,
 ) -> Step:
     """One optimizer step on the minibatch X -> Y, `state` None for a fresh zero state.
 
+    `masks` are the step's DropConnect and locked-dropout masks (`RNNLM.sample_masks`), if any.
     Shapes: X, Y (B, T) ids; state (L, B, H), or a pair of them for an LSTM.
     """
     if state is None:
@@ -69,7 +71,7 @@ def train_step(
     else:  # keep the values, cut the graph, so gradients stop here: truncated BPTT
         state = detach_state(state)
     with precision.autocast():  # fp32: nothing; bf16/fp16: mixed precision
-        logits, state = model(X, state)  # (B, T, V)
+        logits, state = model(X, state, masks=masks)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), Y.reshape(-1))  # mean of B*T
     value, norm = optimize(loss, model, optimizer, clip, precision.scaler, reduce)
     return Step(value, norm, state, Y.numel())
@@ -182,8 +184,14 @@ class Family(Protocol):
     def train_mode(self) -> None: ...
 
     def step(
-        self, batch: Any, ep: EpochProgress, optimizer: torch.optim.Optimizer, gen: torch.Generator
-    ) -> Step: ...
+        self,
+        batch: Any,
+        ep: EpochProgress,
+        optimizer: torch.optim.Optimizer,
+        gen: torch.Generator,
+        taken: int,
+    ) -> Step:
+        """One update on `batch`; `taken` counts the updates before it (seeds its masks)."""
 
     def epoch_record(self, ep: EpochProgress, epoch: int, lr: float) -> Record: ...
 
@@ -320,7 +328,7 @@ class Trainer:
                 self._segment_start = time.perf_counter()
             lr = self.lr
             try:
-                step = family.step(batch, ep, self.optimizer, self.batch_gen)
+                step = family.step(batch, ep, self.optimizer, self.batch_gen, self.step)
             except NonFiniteStep as e:
                 raise NumericalError(
                     f"{e} at step {self.step + 1} (epoch {self.epoch + 1}) "
