@@ -153,6 +153,7 @@ class Seq2SeqFamily:
         ep: EpochProgress,
         optimizer: torch.optim.Optimizer,
         gen: torch.Generator,
+        taken: int,
     ) -> Step:
         batch = make_batch(self.data.vocab, chosen)  # (B, S), (B, T) padded
         n = int(batch.mask.sum())  # target symbols, counted before the batch moves

@@ -71,7 +71,8 @@ def train_step(
     else:  # keep the values, cut the graph, so gradients stop here: truncated BPTT
         state = detach_state(state)
     with precision.autocast():  # fp32: nothing; bf16/fp16: mixed precision
-        logits, state = model(X, state, masks=masks)  # (B, T, V)
+        extra = {} if masks is None else {"masks": masks}  # no masks: the plain forward call
+        logits, state = model(X, state, **extra)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), Y.reshape(-1))  # mean of B*T
     value, norm = optimize(loss, model, optimizer, clip, precision.scaler, reduce)
     return Step(value, norm, state, Y.numel())
