@@ -519,6 +519,39 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
+# The fields that fix a model's weights' shapes: fine-tuning keeps them (dropout and the
+# implementation may change, since the weights fit any of them).
+ARCHITECTURE = ("cell", "hidden", "layers", "embed", "bidirectional", "tie_weights")
+
+
+def load_with_new_rows(model: nn.Module, trained: dict[str, torch.Tensor], old_vocab: int) -> int:
+    """Load `trained` weights of the same architecture into `model`, whose vocabulary is the
+    trained one with characters appended (fine-tuning on a new text, `vocab.extend_vocab`).
+
+    Every tensor of the same shape is copied whole. A tensor with one vocabulary-sized
+    dimension (embedding and output rows, a one-hot input's columns, the output bias) gets the
+    trained slice for the first `old_vocab` ids, so every character both texts share keeps its
+    trained rows bit for bit; the new ids keep their fresh initialisation. Returns the number
+    of tensors copied only in part.
+    """
+    state = model.state_dict()
+    grown = 0
+    for name, new in state.items():
+        old = trained[name]
+        if old.shape == new.shape:
+            state[name] = old.to(new.dtype)
+            continue
+        differ = [d for d in range(new.dim()) if old.shape[d] != new.shape[d]]
+        if old.dim() != new.dim() or len(differ) != 1 or old.shape[differ[0]] != old_vocab:
+            raise ValueError(f"{name}: {tuple(old.shape)} does not grow into {tuple(new.shape)}")
+        part = new.clone()
+        part.narrow(differ[0], 0, old_vocab).copy_(old)
+        state[name] = part
+        grown += 1
+    model.load_state_dict(state)
+    return grown
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

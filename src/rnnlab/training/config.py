@@ -174,6 +174,14 @@ class TrainConfig(LoopConfig):
             "half, plus N(0, 5) steps, at least 5 (sequential sampling only)"
         },
     )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "fine-tune: start from this run's best weights (RUN directory) on the new "
+            "--corpus; shared characters keep their trained rows, new ones get fresh rows",
+            "metavar": "RUN",
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -24,15 +24,17 @@ from rnnlab.batches import batches_per_epoch, check_length, make_batches
 from rnnlab.corpus import DataConfig
 from rnnlab.data import Data, prepare_data
 from rnnlab.devices import resolve_device
-from rnnlab.errors import UsageError, stderr
+from rnnlab.errors import UsageError, flag, stderr
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate_nll, metrics_from_nll, perplexity
 from rnnlab.model import (
+    ARCHITECTURE,
     BIDIRECTIONAL_WARNING,
     RNNLM,
     ModelConfig,
     State,
     count_parameters,
     forward_check,
+    load_with_new_rows,
     mask_generator,
 )
 from rnnlab.presets import Preset
@@ -43,9 +45,11 @@ from rnnlab.training.logs import METRICS_HEADER
 from rnnlab.training.loop import EpochProgress, Step, Trainer, train_step
 from rnnlab.training.runs import (
     RUN_FILES,
+    LoadedRun,
     claim_run_dir,
     configs_from_json,
     default_run_dir,
+    load_run,
     run_config,
 )
 from rnnlab.training.runtime import (
@@ -56,6 +60,7 @@ from rnnlab.training.runtime import (
     setup_runtime,
 )
 from rnnlab.training.start import RunResult, open_run, resume_configs
+from rnnlab.vocab import Vocab
 
 
 @dataclass
@@ -224,10 +229,12 @@ class LanguageModelRecipe:
     train_config: TrainConfig
     data: Data | None = None  # prepared by `prepare`, or given (a demo reuses its text)
     files: tuple[str, ...] = RUN_FILES
+    base: LoadedRun | None = None  # fine-tuning: the trained run whose weights start this one
+    base_vocab: Vocab | None = None  # fine-tuning: the vocabulary the new text's extends
 
     def prepare(self) -> None:
         if self.data is None:
-            self.data = prepare_data(self.data_config)
+            self.data = prepare_data(self.data_config, base_vocab=self.base_vocab)
         what = "training text"
         if self.data_config.train_chars is not None:
             what = f"training text cut to --train-chars {self.data_config.train_chars}"
@@ -244,6 +251,8 @@ class LanguageModelRecipe:
         every rank), in its family."""
         assert self.data is not None
         model = RNNLM(len(self.data.vocab), self.model_config)
+        if self.base is not None:  # shared characters keep their trained rows, bit for bit
+            load_with_new_rows(model, self.base.model.state_dict(), len(self.base.vocab))
         return LanguageModelFamily(
             model, self.train_config, self.data.train_ids, self.data.valid_ids, runtime
         )
@@ -254,6 +263,13 @@ class LanguageModelRecipe:
         config["runtime"] = runtime.record(self.train_config.batch_size)
         if self.data.documents:  # a folder or several files: which, and how each was split
             config["data_files"] = self.data.documents
+        if self.base is not None:
+            config["init_from"] = {
+                "run": str(self.base.run_dir),
+                "checkpoint": str(self.base.checkpoint),
+                "vocab_size": len(self.base.vocab),
+                "added": self.data.added,
+            }
         return config
 
     def check_resume(self, run_dir: Path, stored: dict[str, Any]) -> None:
@@ -264,6 +280,17 @@ class LanguageModelRecipe:
     def started(self, trainer: Trainer) -> str:
         assert self.data is not None
         data = self.data
+        if self.base is not None:
+            added = data.added
+            shown = "".join(added[:20]).encode("unicode_escape").decode("ascii")
+            return (
+                f"fine-tuning {str(self.base.run_dir)!r} ({self.model_config.cell.upper()}, "
+                f"{count_parameters(trainer.model):,} parameters) on {self.data_config.corpus}: "
+                f"{len(added)} character(s) new to it get fresh rows"
+                + (f" ({shown}{'...' if len(added) > 20 else ''})" if added else "")
+                + f", the other {len(self.base.vocab)} keep theirs; {len(data.train_ids):,} "
+                f"train / {len(data.valid_ids):,} held-out characters"
+            )
         return (
             f"training a {self.model_config.cell.upper()} "
             f"({count_parameters(trainer.model):,} parameters, vocabulary {len(data.vocab)}) on "
@@ -319,9 +346,16 @@ def start_lm_run(
     data_cfg, model_cfg, train_cfg = run_configs(
         preset, data_values, model_values, train_values, run_dir if resume else None
     )
+    base, base_vocab = None, None
+    if train_cfg.init_from is not None and not resume:
+        base = load_run(train_cfg.init_from, warn)  # missing or corrupt: exit 3
+        model_cfg = fine_tune_config(base, model_values)
+        base_vocab = base.vocab
+    elif train_cfg.init_from is not None:  # a fine-tuned run resumes with its own vocabulary
+        base_vocab = Vocab.from_json(ckpt.read_json(run_dir, ckpt.CONFIG)["vocab"])
     runtime = setup_runtime(runtime_config, train_cfg.batch_size, threads=threads)
     model_cfg = model_for_device(model_cfg, runtime.device, warn)
-    recipe = LanguageModelRecipe(data_cfg, model_cfg, train_cfg)
+    recipe = LanguageModelRecipe(data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab)
     trainer = open_run(
         recipe, run_dir, force=force, resume=resume, runtime=runtime, progress=progress,
         log=log, warn=warn,
@@ -329,6 +363,24 @@ def start_lm_run(
     if model_cfg.bidirectional:
         warn(BIDIRECTIONAL_WARNING)
     return trainer
+
+
+def fine_tune_config(base: LoadedRun, given: dict[str, Any]) -> ModelConfig:
+    """The model of a fine-tuning run: the trained run's, with the values given on top where
+    the weights still fit (dropout, regularisation, implementation); another cell, size, layer
+    count or input is refused in one line, since the trained weights could not follow."""
+    trained = base.model_config
+    changed = [
+        f"{flag(name)} {value!r} (it has {getattr(trained, name)!r})"
+        for name, value in given.items()
+        if name in ARCHITECTURE and getattr(trained, name) != value
+    ]
+    if changed:
+        raise UsageError(
+            f"cannot fine-tune {str(base.run_dir)!r} with {', '.join(changed)}: its weights fit "
+            "only its own model; drop the flag, or train a new model without --init-from"
+        )
+    return dataclasses.replace(trained, **given)
 
 
 def run_summary(result: RunResult) -> dict[str, Any]:
