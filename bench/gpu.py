@@ -36,7 +36,15 @@ from rnnlab.devices import describe, resolve_device
 from rnnlab.model import RNNLM, ModelConfig
 from rnnlab.training import train_step
 from rnnlab.training.config import TrainConfig, make_optimizer
-from rnnlab.training.precision import Precision, resolve_precision, set_tf32
+from rnnlab.training.precision import (
+    PRECISIONS,
+    Precision,
+    probe,
+    resolve_precision,
+    runnable,
+    set_tf32,
+    unsupported,
+)
 
 V, T = 28, 35  # the Time Machine's vocabulary; num_steps
 CELLS = ("rnn", "gru", "lstm")
@@ -130,11 +138,25 @@ def paired(contenders: dict[str, Callable[[], int]], reps: int) -> dict[str, flo
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def precisions(device: torch.device) -> list[str]:
-    names = ["fp32", "tf32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        names.remove("bf16")
+def precisions(device: torch.device, cell: str) -> list[str]:
+    """fp32 (and TF32 on CUDA), then each mixed precision this device trains `cell` in: asked
+    of the device by the probe `rnnlab train` uses, never assumed (a CPU without native bf16
+    instructions has no bf16 LSTM)."""
+    names = runnable(device, cell)
+    if device.type == "cuda":
+        names.insert(1, "tf32")
     return names
+
+
+def not_run(device: torch.device) -> list[str]:
+    """Why a mixed precision the device type supports was left out for a cell (said under the
+    tables, so a missing row is explained)."""
+    return [
+        f"{name} not run for {cell} on {describe(device)}: {probe(name, device, cell)}"
+        for cell in CELLS
+        for name in PRECISIONS[1:]
+        if unsupported(name, device) is None and probe(name, device, cell) is not None
+    ]
 
 
 def speed_table(device: torch.device, dry: bool) -> None:
@@ -146,9 +168,9 @@ def speed_table(device: torch.device, dry: bool) -> None:
     for cell in CELLS:
         for hidden in hiddens:
             for batch in batches:
-                for name in precisions(device):
+                for name in precisions(device, cell):
                     set_tf32(name == "tf32")
-                    p = resolve_precision("fp32" if name == "tf32" else name, device)
+                    p = resolve_precision("fp32" if name == "tf32" else name, device, cell)
                     rates = paired(
                         {
                             "rnnlab": rnnlab_runner(cell, hidden, batch, p, device, steps),
@@ -161,7 +183,8 @@ def speed_table(device: torch.device, dry: bool) -> None:
                         f"{rates['bare']:,.0f} | {rates['rnnlab'] / rates['bare']:.2f} |"
                     )
     set_tf32(False)
-    print()
+    notes = not_run(device)
+    print("\n" + "\n".join(notes) if notes else "")
 
 
 def autocast_table(device: torch.device) -> None:
@@ -171,10 +194,10 @@ def autocast_table(device: torch.device) -> None:
     for cell in CELLS:
         model = RNNLM(V, ModelConfig(cell=cell, hidden=64, layers=1, dropout=0.0)).to(device)
         X = synthetic_ids(4 * T).to(device).long().view(4, T)
-        for name in precisions(device):
+        for name in precisions(device, cell):
             if name == "tf32":
                 continue
-            p = resolve_precision(name, device)
+            p = resolve_precision(name, device, cell)
             with torch.no_grad(), p.autocast():
                 y, _ = model.rnn(model.inputs(X), model.begin_state(4))
                 logits, _ = model(X, model.begin_state(4))

@@ -4,7 +4,10 @@
 exactly torchrun's arguments and runs the same launcher in-process, but reports the way every
 rnnlab command does: the failing rank's own exit code (2 bad input, 3 checkpoint, 4 NaN) instead
 of torchrun's 1, 130/143 when the launcher is interrupted (after the ranks saved), and one line
-instead of torchrun's failure report and traceback.
+instead of torchrun's failure report and traceback. Launchers that never meet at the rendezvous
+(a machine that did not start within torchrun's join timeout, an endpoint it cannot reach) end
+with one line too, exit 2; processes that meet but cannot connect retry in the training command
+(`rnnlab.training.distributed.connect`, about a minute at most).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous.api import RendezvousError
 from torch.distributed.run import get_args_parser
 from torch.distributed.run import run as torchrun
 
-from rnnlab.errors import UsageError
+from rnnlab.errors import RnnlabError, UsageError
 
 RNNLAB_CODES = (2, 3, 4, 130, 143)  # exit codes whose one-line message the rank printed itself
 
@@ -64,6 +68,13 @@ def launch(argv: list[str]) -> int:
         return code
     except SignalException as e:  # the launcher was interrupted; the ranks saved and exited
         return 128 + int(e.sigval)
+    except RendezvousError as e:  # before any rank started: nothing was written
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RnnlabError(
+            f"rnnlab torchrun: the launchers did not meet at the rendezvous ({why}): start the "
+            "same command on all --nnodes machines, with one --rdzv-id and an --rdzv-endpoint "
+            "they all reach, within --rdzv-conf join_timeout (600 s by default)"
+        ) from None
     return 0
 
 

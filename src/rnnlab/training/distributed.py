@@ -10,17 +10,26 @@ rows of the carried state, their RNG streams), so a checkpoint is the one a sing
 write for the global batch, and any number of processes can resume it.
 
 A single process is the world of size 1: every helper here is then a no-op and costs nothing.
+
+Joining the group survives a slow peer. The processes first wait for each other in torchrun's
+store (up to `GROUP_TIMEOUT`, 10 minutes, however late a peer starts on a loaded machine), and
+only then connect, with a short per-try limit; a try that fails on any rank (gloo's
+`connectFullMesh` gives up after three immediate retries of a refused connection) is abandoned
+by every rank, and all try again after a back-off. At most `CONNECT_TRIES` tries: about a minute
+in all (`connect_budget()`, 57.5 s), then one line that names the problem and the fix, exit 2.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.distributed_c10d as c10d
 from torch.nn.parallel import DistributedDataParallel
 
 from rnnlab.errors import RnnlabError, UsageError
@@ -75,6 +84,18 @@ def backend_for(device: torch.device) -> str:
     return "gloo"
 
 
+GROUP_TIMEOUT = datetime.timedelta(minutes=10)  # a peer's start; later, every collective
+CONNECT_TIMEOUT = datetime.timedelta(seconds=10)  # one try at connecting, once all have started
+BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between tries
+CONNECT_TRIES = len(BACKOFF) + 1
+
+
+def connect_budget() -> float:
+    """The longest the processes spend connecting before they give up, in seconds: every try
+    running into its limit, plus the pauses (57.5 s)."""
+    return CONNECT_TRIES * CONNECT_TIMEOUT.total_seconds() + sum(BACKOFF)
+
+
 def setup(world: World, device: torch.device, batch_size: int) -> str | None:
     """Join the process group (once per process); the backend, or None for one process."""
     if not world.distributed:
@@ -86,13 +107,117 @@ def setup(world: World, device: torch.device, batch_size: int) -> str | None:
             f"{world.size} processes: use a multiple of {world.size}"
         )
     if not dist.is_initialized():
-        timeout = datetime.timedelta(minutes=10)
-        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
-        # A group torchrun restarted (--max-restarts) may meet in the store of the one that
-        # failed: its keys would point the new ranks at dead peers. One prefix per attempt.
-        store = dist.PrefixStore(f"rnnlab/attempt-{world.restart}/", store)
-        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
+        join(world, backend)
     return backend
+
+
+def join(world: World, backend: str) -> int:
+    """Meet the other processes in torchrun's store and connect the group; how many tries it
+    took. Refused with one line if the store cannot be reached or the group cannot connect."""
+    try:
+        store, rank, size = next(dist.rendezvous("env://", timeout=GROUP_TIMEOUT))
+    except ValueError as e:  # RANK/WORLD_SIZE set by hand, MASTER_ADDR/PORT missing
+        raise UsageError(
+            f"WORLD_SIZE={world.size} asks for several processes, but the environment does not "
+            f"say where they meet ({first_line(e)}): start them with torchrun or rnnlab torchrun"
+        ) from None
+    except RuntimeError as e:  # the store's address does not answer (DistError is one)
+        raise RnnlabError(
+            f"rank {world.rank} could not reach the rendezvous store ({first_line(e)}): check "
+            "that MASTER_ADDR/MASTER_PORT (or --rdzv-endpoint) name a machine every process can "
+            "reach"
+        ) from None
+    # A group torchrun restarted (--max-restarts) may meet in the store of the one that
+    # failed: its keys would point the new ranks at dead peers. One prefix per attempt.
+    store = dist.PrefixStore(f"rnnlab/attempt-{world.restart}/", store)
+
+    def init(try_store: dist.Store, timeout: datetime.timedelta) -> None:
+        dist.init_process_group(
+            backend, store=try_store, rank=rank, world_size=size, timeout=timeout
+        )
+
+    tries = connect(store, rank, size, init)
+    # Connecting had a short limit so that a failed try frees its peers quickly; collectives
+    # get the long one back (rank 0 may write a checkpoint while the others wait).
+    c10d._set_pg_timeout(GROUP_TIMEOUT)
+    return tries
+
+
+def leave_group() -> None:
+    """Forget a group this process joined, or failed to join, before trying again. A failed
+    `init_process_group` still counted a group; torch names the next group by that count, and
+    every rank must name it alike (a rank whose try succeeded resets it when it leaves)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    c10d._world.group_count = 0
+
+
+def connect(
+    store: dist.Store,
+    rank: int,
+    size: int,
+    init: Callable[[dist.Store, datetime.timedelta], None],
+    leave: Callable[[], None] = leave_group,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run `init` (connect the group) on every rank until every rank succeeds in the same try;
+    how many tries it took.
+
+    Each try: all ranks meet in `store` (waiting up to `GROUP_TIMEOUT` for one that starts late),
+    call `init` with a try-private store and `CONNECT_TIMEOUT`, and post the outcome; if any rank
+    failed, every rank leaves the group (or what is left of it) and, after `BACKOFF[k]` seconds,
+    tries again. All ranks read the same outcomes, so they retry or give up together: at most
+    `connect_budget()` seconds (about a minute), then one `RnnlabError` line, exit 2.
+    """
+    failures: list[str] = []
+    began = time.monotonic()
+    for k in range(CONNECT_TRIES):
+        if k:
+            leave()
+            sleep(BACKOFF[k - 1])
+        _meet(store, f"try-{k}/started", rank, size)
+        try:
+            init(dist.PrefixStore(f"try-{k}/group/", store), CONNECT_TIMEOUT)
+            outcome = "ok"
+        except RuntimeError as e:  # gloo's connect errors, store timeouts (DistError)
+            outcome = first_line(e) or type(e).__name__
+        store.set(f"try-{k}/outcome/{rank}", outcome)
+        keys = [f"try-{k}/outcome/{r}" for r in range(size)]
+        store.wait(keys, GROUP_TIMEOUT)
+        outcomes = [store.get(key).decode() for key in keys]
+        failed = [(r, why) for r, why in enumerate(outcomes) if why != "ok"]
+        if not failed:
+            return k + 1
+        failures.append(f"rank {failed[0][0]}: {failed[0][1]}")
+    leave()
+    raise RnnlabError(
+        f"the {size} processes could not connect to each other in {CONNECT_TRIES} tries over "
+        f"{time.monotonic() - began:.0f} s ({failures[-1]}): check that every machine can reach "
+        "the others (firewall, GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME), or relaunch when the "
+        "machine is less loaded"
+    )
+
+
+def _meet(store: dist.Store, key: str, rank: int, size: int) -> None:
+    """Wait in `store` until all `size` ranks arrived at `key` (up to `GROUP_TIMEOUT`)."""
+    if store.add(f"{key}/count", 1) == size:
+        store.set(f"{key}/all", "1")
+    try:
+        store.wait([f"{key}/all"], GROUP_TIMEOUT)
+    except RuntimeError:
+        arrived = store.add(f"{key}/count", 0)
+        raise RnnlabError(
+            f"rank {rank}: only {arrived} of {size} processes started within "
+            f"{GROUP_TIMEOUT.total_seconds() / 60:.0f} minutes: check that every launcher was "
+            "started with the same --nnodes/--nproc-per-node and rendezvous id"
+        ) from None
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of a torch error (gloo's and the store's say what failed there), at most
+    `limit` characters."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""
 
 
 def local_device(device: torch.device, world: World) -> torch.device:
