@@ -353,7 +353,9 @@ def start_lm_run(
         base_vocab = base.vocab
     elif train_cfg.init_from is not None:  # a fine-tuned run resumes with its own vocabulary
         base_vocab = Vocab.from_json(ckpt.read_json(run_dir, ckpt.CONFIG)["vocab"])
-    runtime = setup_runtime(runtime_config, train_cfg.batch_size, threads=threads)
+    runtime = setup_runtime(
+        runtime_config, train_cfg.batch_size, threads, model_cfg.cell, model_cfg.impl
+    )
     model_cfg = model_for_device(model_cfg, runtime.device, warn)
     recipe = LanguageModelRecipe(data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab)
     trainer = open_run(

@@ -61,8 +61,18 @@ class Runtime:
 CPU = Runtime()
 
 
-def setup_runtime(config: RuntimeConfig, batch_size: int, threads: int = 0) -> Runtime:
-    """Resolve the device and precision, join torchrun's process group, pin threads."""
+def setup_runtime(
+    config: RuntimeConfig,
+    batch_size: int,
+    threads: int = 0,
+    cell: str | None = None,
+    impl: str = "torch",
+) -> Runtime:
+    """Resolve the device and precision, join torchrun's process group, pin threads.
+
+    `cell` and `impl` name the recurrent core the run trains, so that the precision is probed
+    on it (`precision.probe`): a device that cannot train that cell in it is refused up front.
+    """
     world = distributed.world_from_env()
     device = distributed.local_device(resolve_device(config.device), world)
     backend = distributed.setup(world, device, batch_size)
@@ -78,7 +88,9 @@ def setup_runtime(config: RuntimeConfig, batch_size: int, threads: int = 0) -> R
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    precision = resolve_precision(config.precision, device)
+    if impl == "fast" and device.type != "cpu":  # as model_for_device will decide
+        impl = "torch"
+    precision = resolve_precision(config.precision, device, cell, impl)
     return Runtime(device, precision, world, backend, config.tf32, config.deterministic)
 
 
