@@ -72,7 +72,7 @@ def steps(run: Path) -> list[tuple[int, int, float, float]]:
     lines = (run / "steps.csv").read_text().splitlines()
     assert lines[0] == "step,epoch,loss,grad_norm,lr"  # issue 17: each step's rate
     rows = [line.split(",") for line in lines[1:]]
-    return [(int(s), int(e), float(loss), float(g)) for s, e, loss, g in rows]
+    return [(int(s), int(e), float(loss), float(g)) for s, e, loss, g, _lr in rows]
 
 
 def newest_weights(run: Path) -> dict[str, torch.Tensor]:
