@@ -14,6 +14,7 @@ from rnnlab.api import load, prediction_dict, scores_dict
 from rnnlab.cli.flags import IMPL_HELP, RUN_HELP, add_config_args, config_from, json_line, stderr
 from rnnlab.corpus import DataConfig
 from rnnlab.errors import UsageError
+from rnnlab.export.onnx import RUNTIMES
 from rnnlab.generate import GenerateConfig
 from rnnlab.model import BIDIRECTIONAL_WARNING, IMPLS
 
@@ -27,6 +28,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         required=True,
         action="append",
         help="text to start from; repeat to continue several prefixes at once (batched)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="onnx: answer through the model's ONNX export run by onnxruntime (CPU), to see "
+        'that the two agree; needs pip install "rnnlab[export]"',
     )
     add_config_args(p, GenerateConfig)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -52,6 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     lm = load(args.run, impl=args.impl, device=args.device)
     if lm.run.model_config.bidirectional:
         stderr(BIDIRECTIONAL_WARNING)
+    lm = lm.with_runtime(args.runtime)
     preds = lm.predict(args.prefix, gen_cfg)
     if args.json:
         results = [prediction_dict(pred) for pred in preds]
