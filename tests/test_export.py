@@ -173,6 +173,8 @@ def test_predict_runtime_onnx_agrees_with_pytorch(tiny, capsys):
     )
     with pytest.raises(rnnlab.UsageError, match="unknown runtime 'tflite': use one of torch, onnx"):
         tiny.with_runtime("tflite")
+    with pytest.raises(rnnlab.UsageError, match="hidden states come from the PyTorch model"):
+        twin.states("she")
 
 
 # -- the check refuses, and leaves nothing --------------------------------------------------------

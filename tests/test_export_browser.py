@@ -224,3 +224,27 @@ def test_every_cell_and_panel_in_the_page(page, static_server, root, options):
         "use only characters from the training text"
     )
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_chinese_text_counts_characters_as_python_does(page, static_server, root):
+    # U+20000 is two UTF-16 units in the page and one character for Python and the model.
+    verse = "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\U00020000山\n" * 30
+    corpus = root / "verse.txt"
+    corpus.write_text(verse, encoding="utf-8")
+    lm = rnnlab.train(corpus=str(corpus), out=root / "runs" / "verse", hidden=16, layers=1,
+                      batch_size=4, num_steps=16, epochs=2).model  # fmt: skip
+    export_web(lm.run.run_dir, root / "verse-site")
+    page.goto(f"{static_server}/verse-site/")
+    prefix = "鸟。\U00020000"
+    type_prefix(page, prefix)
+    assert_same_distribution(shown_distribution(page, prefix), lm.next(prefix, k=10))
+    text = verse[:40]
+    page.get_by_test_id("text").fill(text)
+    page.get_by_test_id("score").click()
+    cells = page.locator('[data-testid="heat-char"]')
+    expect(cells).to_have_count(len(text) - 1)
+    shown = [(c.text_content(), float(c.get_attribute("data-bits"))) for c in cells.all()]
+    want = lm.score(text)
+    assert [c for c, _ in shown] == [c if c != "\n" else "\u23ce" for c, _ in want]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(shown, want, strict=True)) < TOL
+    assert page.console_errors == []  # type: ignore[attr-defined]

@@ -196,6 +196,15 @@ class OnnxLM(nn.Module):
         # Decoding asks `model.output.weight.device` where its tensors go: the CPU here.
         return SimpleNamespace(weight=self._cpu)
 
+    @property
+    def rnn(self) -> nn.Module:
+        # `LanguageModel.states` reads every layer's states from the recurrent core; the graph
+        # gives out only the logits and the last state.
+        raise UsageError(
+            "hidden states come from the PyTorch model: the ONNX runtime gives only the logits "
+            "and the final state; ask the model loaded without runtime='onnx'"
+        )
+
     def forward(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """(B, T) ids -> (B, T, V) logits and the state after the last position, as `RNNLM`."""
         if state is None:
