@@ -70,7 +70,9 @@ def test_the_file_has_the_promised_interface_and_metadata(tiny, tmp_path, capsys
     assert "step by step, state carried: max |p difference|" in printed
     assert "as one sequence:" in printed
     assert "greedy continuation of 1,000 characters: identical" in printed
-    assert f"tolerance {TOLERANCE:g} on probabilities: passed" in printed
+    assert f"tolerance {TOLERANCE:g} on every probability, greedy text identical: passed" in (
+        printed
+    )
     assert re.search(r"wrote .*model\.onnx \(\d", printed)
 
     model = onnx.load(str(out))
@@ -193,7 +195,7 @@ def test_a_failed_check_exits_1_and_writes_nothing(tiny, tmp_path, capsys, monke
     out = tmp_path / "sub" / "model.onnx"
     code, _, err = cli(capsys, "export", tiny.run.run_dir, "--format", "onnx", "--out", out)
     assert code == 1
-    assert "tolerance 1e-05 on probabilities: FAILED" in err
+    assert "tolerance 1e-05 on every probability, greedy text identical: FAILED" in err
     last = err.splitlines()[-1]
     assert last.startswith("error: onnxruntime does not answer as PyTorch does (max |p diff")
     assert "nothing was written" in last

@@ -306,7 +306,7 @@ class CheckReport:
             f"  as one sequence:             max |p difference| {self.sequence_prob:.2e}, "
             f"final state {self.sequence_state:.2e}",
             f"  greedy continuation of {self.greedy_chars:,} characters: {greedy_line}",
-            f"  tolerance {self.tolerance:g} on probabilities: "
+            f"  tolerance {self.tolerance:g} on every probability, greedy text identical: "
             + ("passed" if self.passed else "FAILED"),
         ]
 
