@@ -293,6 +293,9 @@ def test_the_web_folder_holds_the_page_and_the_exact_weights(tiny, tmp_path, cap
         'name="rnnlab-backend" content="server"', 'name="rnnlab-backend" content="page"'
     )
     assert "/static/" not in html  # relative links: the folder may live below any path
+    runtime = (static / "inpage.js").read_text(encoding="utf-8")
+    assert not re.search(r"https?://", runtime)  # nothing from elsewhere, as app.js
+    assert "innerHTML" not in runtime and "eval(" not in runtime
     meta = json.loads((out / MODEL_JSON).read_text(encoding="utf-8"))
     assert meta["vocabulary"] == tiny.vocab.idx_to_token and meta["run"]["name"] == "tiny"
     assert meta["epochs"] == tiny.training_log() and len(meta["epochs"]) == 3
