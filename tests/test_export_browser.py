@@ -109,6 +109,12 @@ def assert_same_distribution(shown: list[tuple[str, float]], want: list[tuple[st
         assert abs(mine.get(c, theirs.get(c)) - cut) <= TOL, c
 
 
+def open_site(page: Page, url: str, run: str) -> None:
+    """Open an exported page and wait until its model is loaded and its controls are live."""
+    page.goto(url)
+    expect(page.get_by_test_id("run")).to_have_value(run)  # set with the listeners, once loaded
+
+
 def type_prefix(page: Page, prefix: str) -> None:
     page.get_by_test_id("prefix").fill(prefix)
     page.get_by_test_id("prefix").dispatch_event("input")
@@ -139,8 +145,7 @@ def alphabet(root) -> rnnlab.LanguageModel:
 def test_the_exported_page_answers_as_rnnlab_predict(page, static_server, root, alphabet, capsys):
     run = alphabet.run.run_dir
     export_web(run, root / "alphabet-site")
-    page.goto(f"{static_server}/alphabet-site/")  # below a path: the links are relative
-    expect(page.get_by_test_id("run")).to_have_value("alphabet")
+    open_site(page, f"{static_server}/alphabet-site/", "alphabet")  # below a path
     for prefix in ("abc", "xyzab", "q"):
         type_prefix(page, prefix)
         want = cli_predict(capsys, run, "--prefix", prefix, "--show", "10")
@@ -175,7 +180,7 @@ def test_every_cell_and_panel_in_the_page(page, static_server, root, options):
     lm = rnnlab.train(corpus=str(corpus), out=root / "runs" / name, layers=2, batch_size=4,
                       num_steps=16, epochs=2, **options).model  # fmt: skip
     export_web(lm.run.run_dir, root / name)
-    page.goto(f"{static_server}/{name}/")
+    open_site(page, f"{static_server}/{name}/", name)
     type_prefix(page, "she sa")
     assert_same_distribution(shown_distribution(page, "she sa"), lm.next("she sa", k=10))
     assert generate(page, 60) == lm.generate("she sa", steps=60)
@@ -234,7 +239,7 @@ def test_chinese_text_counts_characters_as_python_does(page, static_server, root
     lm = rnnlab.train(corpus=str(corpus), out=root / "runs" / "verse", hidden=16, layers=1,
                       batch_size=4, num_steps=16, epochs=2).model  # fmt: skip
     export_web(lm.run.run_dir, root / "verse-site")
-    page.goto(f"{static_server}/verse-site/")
+    open_site(page, f"{static_server}/verse-site/", "verse")
     prefix = "鸟。\U00020000"
     type_prefix(page, prefix)
     assert_same_distribution(shown_distribution(page, prefix), lm.next(prefix, k=10))

@@ -81,6 +81,7 @@ let backend = serverBackend;
 async function chooseBackend() {
   const meta = document.querySelector('meta[name="rnnlab-backend"]');
   if (!meta || meta.content !== "page") return serverBackend;
+  $("next-status").textContent = "loading the model\u2026";  // the weights may take a moment
   const { pageBackend } = await import("./inpage.js");
   return pageBackend(new URL("model/", document.baseURI));
 }
