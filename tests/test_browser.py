@@ -12,7 +12,6 @@ Playwright's own browser download is never used: `executable_path` points at the
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -24,30 +23,18 @@ import pytest
 import uvicorn
 
 import rnnlab
+from chromium import launched, require_chromium
 from rnnlab.serve.app import create_app
 from tinyrun import train_tiny
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parents[1]
 # Chinese verse with a character outside the Basic Multilingual Plane (U+20000, two UTF-16
 # units in the page): the page must count characters as Python does.
 CI_TEXT = "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\U00020000山\n" * 30
 
-if CHROMIUM is None:
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed: CI must install it (.ci/run)", pytrace=False)
-    pytest.skip("chromium is not installed (CI installs it)", allow_module_level=True)
+require_chromium()
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +74,8 @@ def server(runs) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with launched() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

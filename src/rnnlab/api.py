@@ -38,6 +38,7 @@ from rnnlab.data import encode_corpus, prepare_data
 from rnnlab.devices import resolve_device
 from rnnlab.dynamic import DynamicConfig, DynamicReport, training_ids, tune_and_evaluate
 from rnnlab.errors import CheckpointError, RnnlabError, UsageError, stderr
+from rnnlab.export.onnx import RUNTIMES, CheckReport, OnnxLM, check_text, export_onnx
 from rnnlab.generate import GenerateConfig, Prediction, encode_known, predict, score_text
 from rnnlab.metrics import PARALLEL_ROWS, Metrics, evaluate
 from rnnlab.model import RNNLM, ModelConfig, count_parameters, eval_mode
@@ -432,6 +433,33 @@ class LanguageModel:
         """
         signal = pattern_signal(text, pattern, regex) if isinstance(pattern, str) else pattern
         return rank_units(self.states(text), signal, top)
+
+    # -- taking the model elsewhere -----------------------------------------------------------
+
+    def export_onnx(self, path: str | Path, force: bool = False) -> CheckReport:
+        """Write the model as one ONNX file, once onnxruntime agrees with PyTorch on it.
+
+        The file's interface and the check are `rnnlab.export.onnx`'s (what
+        `rnnlab export RUN --format onnx` runs); the report holds the check's figures. A failed
+        check raises `CheckFailed` and writes nothing. Needs `pip install "rnnlab[export]"`.
+        """
+        text = check_text(self.run.data, self.vocab, self.model)
+        label = corpus_label(self.run.data.corpus)
+        return export_onnx(self.model, self.vocab, label, text, path, force)
+
+    def with_runtime(self, runtime: str) -> LanguageModel:
+        """This model answered by "torch" (itself) or "onnx": its exported graph in onnxruntime.
+
+        The onnx twin runs on the CPU through the same decoding code, so `predict`, `next`,
+        `generate`, `score` and `evaluate` of the two can be compared; `states` and `units`
+        read the layers themselves and stay with PyTorch.
+        """
+        if runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+        if runtime == "torch":
+            return self
+        onnx_model = OnnxLM.from_model(self.model, self.vocab, corpus_label(self.run.data.corpus))
+        return LanguageModel(dataclasses.replace(self.run, model=onnx_model))
 
     # -- the run's record --------------------------------------------------------------------
 

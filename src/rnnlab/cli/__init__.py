@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnlab.cli import corpus, demo, predict, seq2seq, serve, sweep, torchrun, train
+from rnnlab.cli import corpus, demo, export, predict, seq2seq, serve, sweep, torchrun, train
 from rnnlab.cli.flags import Parser, common_parser, run_command
 from rnnlab.errors import UsageError
 
-GROUPS = (train, predict, demo, seq2seq, corpus, sweep, torchrun, serve)
+GROUPS = (train, predict, demo, seq2seq, corpus, sweep, torchrun, serve, export)
 COMMANDS = {name: fn for group in GROUPS for name, fn in group.COMMANDS.items()}
 
 

@@ -24,6 +24,7 @@ from rnnlab.cli.flags import (
 from rnnlab.corpus import DataConfig
 from rnnlab.dynamic import DynamicConfig, DynamicReport
 from rnnlab.errors import UsageError
+from rnnlab.export.onnx import RUNTIMES
 from rnnlab.generate import GenerateConfig
 from rnnlab.model import BIDIRECTIONAL_WARNING, IMPLS
 
@@ -37,6 +38,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         required=True,
         action="append",
         help="text to start from; repeat to continue several prefixes at once (batched)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="onnx: answer through the model's ONNX export run by onnxruntime (CPU), to see "
+        'that the two agree; needs pip install "rnnlab[export]"',
     )
     add_config_args(p, GenerateConfig)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -69,6 +77,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     lm = load(args.run, impl=args.impl, device=args.device)
     if lm.run.model_config.bidirectional:
         stderr(BIDIRECTIONAL_WARNING)
+    lm = lm.with_runtime(args.runtime)
     preds = lm.predict(args.prefix, config)
     if args.json:
         results = [prediction_dict(pred) for pred in preds]

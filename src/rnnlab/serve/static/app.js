@@ -1,6 +1,8 @@
-// The rnnlab playground: every number on this page comes from the server's /api endpoints,
-// which call the same rnnlab.api methods as a notebook and the CLI. No framework, no build step:
-// plain DOM, one file, no inline script (the page's Content-Security-Policy forbids it).
+// The rnnlab playground: every number on this page comes from a backend. Served by `rnnlab serve`,
+// that is the server's /api endpoints, which call the same rnnlab.api methods as a notebook and
+// the CLI; exported as static files (`rnnlab export --format web`), it is the model running in
+// this page (inpage.js), which answers with the same shapes. No framework, no build step: plain
+// DOM, no inline script (the page's Content-Security-Policy forbids it).
 "use strict";
 
 // -- the page's state, mirrored in the URL (#run=...&prefix=...) so a view can be shared --------
@@ -62,6 +64,26 @@ async function api(path, body) {
     if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
     return data;
   }
+}
+
+// What the page asks, and of whom: index.html's <meta name="rnnlab-backend"> says "server" (the
+// page `rnnlab serve` sends) or "page" (a static export, whose model runs here).
+const serverBackend = {
+  runs: () => api("/api/runs"),
+  metrics: (run) => api(`/api/metrics?run=${encodeURIComponent(run)}`),
+  predict: (body) => api("/api/predict", body),
+  score: (body) => api("/api/score", body),
+  states: (body) => api("/api/states", body),
+  units: (body) => api("/api/units", body),
+};
+let backend = serverBackend;
+
+async function chooseBackend() {
+  const meta = document.querySelector('meta[name="rnnlab-backend"]');
+  if (!meta || meta.content !== "page") return serverBackend;
+  $("next-status").textContent = "loading the model\u2026";  // the weights may take a moment
+  const { pageBackend } = await import("./inpage.js");
+  return pageBackend(new URL("model/", document.baseURI));
 }
 
 // At most one request per channel in flight; while one runs, only the newest waiting job is kept.
@@ -201,7 +223,7 @@ function updateNext() {
   const names = runsShown();
   const prefix = state.prefix;
   latest("next", async () => {
-    const results = await settled(names, (n) => api("/api/predict", predictBody(n, 0)));
+    const results = await settled(names, (n) => backend.predict(predictBody(n, 0)));
     if (!state.prefix) return;  // cleared while the answer was on its way
     renderColumns(container, names, results, renderNext, "next-status");
     container.dataset.prefix = prefix;
@@ -249,7 +271,7 @@ function generate() {
   latest("generate", async () => {
     $("generate").disabled = true;
     try {
-      const results = await settled(names, (n) => api("/api/predict", predictBody(n, steps)));
+      const results = await settled(names, (n) => backend.predict(predictBody(n, steps)));
       renderColumns(container, names, results, renderContinuation, "gen-status");
     } finally {
       $("generate").disabled = false;
@@ -289,7 +311,7 @@ function score() {
   }
   const names = runsShown();
   latest("score", async () => {
-    const results = await settled(names, (n) => api("/api/score", { run: n, text, top: 5 }));
+    const results = await settled(names, (n) => backend.score({ run: n, text, top: 5 }));
     renderColumns(container, names, results, (box, answer, name) =>
       renderHeat(box, answer, runInfo(name)), "text-status");
     $("mean-bits").textContent = results
@@ -385,7 +407,7 @@ function rankUnits(pickFirst = true) {
   }
   latest("units", async () => {
     try {
-      const answer = await api("/api/units", body);
+      const answer = await backend.units(body);
       lastSignal = { text, signal: answer.signal };
       const list = $("units");
       list.replaceChildren();
@@ -426,7 +448,7 @@ function showActivations() {
   const body = { run: state.run, text, layer: Number(state.layer), unit: Number(state.unit) };
   latest("states", async () => {
     try {
-      const answer = await api("/api/states", body);
+      const answer = await backend.states(body);
       const scale = Math.max(1, ...answer.values.map(Math.abs));  // tanh units stay in [-1, 1]
       // Underline where a yes/no pattern holds (a count, like a position, would mark everything).
       const signal = lastSignal && lastSignal.text === text &&
@@ -471,7 +493,7 @@ function loadCurves() {
   latest("metrics", async () => {
     try {
       curves = await Promise.all(names.map(async (name) => ({
-        name, epochs: (await api(`/api/metrics?run=${encodeURIComponent(name)}`)).epochs,
+        name, epochs: (await backend.metrics(name)).epochs,
       })));
       drawCurves();
       renderConfig(names);
@@ -605,7 +627,8 @@ function refreshAll() {
 async function init() {
   let answer;
   try {
-    answer = await api("/api/runs");
+    backend = await chooseBackend();
+    answer = await backend.runs();
   } catch (error) {
     status("next-status", error.message);
     return;
