@@ -280,6 +280,7 @@ class Trainer:
                 signum, out_of_time = self._agree_to_stop(guard)
                 if ep.finished or (out_of_time and not signum):
                     improved = self.finish_epoch(ep)
+                    signum = signum or self._agree_to_stop(guard, timed=False)[0]  # meanwhile
                     interval = self.family.save_interval
                     ending = bool(signum) or out_of_time or self.epoch >= cfg.epochs
                     ending = ending or self._max_steps_done()
