@@ -30,7 +30,7 @@ from rnnlab.corpus import DataConfig
 from rnnlab.data import prepare_data
 from rnnlab.errors import CheckpointError, NumericalError, UsageError
 from rnnlab.model import RNNLM, ModelConfig
-from rnnlab.training import TrainConfig, Trainer, lm_trainer, load_run
+from rnnlab.training import LanguageModelFamily, TrainConfig, Trainer, lm_trainer, load_run
 
 pytestmark = pytest.mark.reliability
 
@@ -241,7 +241,7 @@ def test_the_best_checkpoint_is_never_pruned(tmp_path, monkeypatch):
     def fake_evaluate(self):
         return metrics_from_nll(next(losses) * 100, 100)
 
-    monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)
+    monkeypatch.setattr(LanguageModelFamily, "evaluate", fake_evaluate)  # the LM family's figures
     run = tmp_path / "r"
     trainer = make_trainer(run, epochs=4, save_every=7, keep=1)
     trainer.fit()
