@@ -210,12 +210,12 @@ def grad_clipping(
         torch.nn.utils.clip_grad_norm_(grads, theta)
 
 
-def _as_state(state: State) -> State:
+def _detached(state: State) -> State:
     """The state cut from the graph, keeping its values and its type (truncated BPTT)."""
     if isinstance(state, torch.Tensor):
         return state.detach()
     if isinstance(state, list | tuple):
-        return type(state)(_as_state(s) for s in state)
+        return type(state)(_detached(s) for s in state)
     return state  # None: nn.RNN/GRU/LSTM's zero state
 
 
@@ -322,7 +322,7 @@ def train_and_predict_rnn(
             if is_random_iter:  # random: a zero state for every minibatch
                 state = init_rnn_state(batch_size, num_hiddens, device)
             else:  # keep the values, cut the graph: gradients stop at this minibatch
-                state = _as_state(state)
+                state = _detached(state)
             inputs = to_onehot(X, vocab_size)
             outputs, state = rnn(inputs, state, params)  # num_steps x (batch, vocab_size)
             outputs = torch.cat(outputs, dim=0)  # (num_steps * batch, vocab_size), time-major
@@ -414,7 +414,7 @@ def train_and_predict_rnn_pytorch(
     for epoch in range(num_epochs):
         l_sum, n, start = 0.0, 0, time.time()
         for X, Y in data_iter_consecutive(corpus_indices, batch_size, num_steps, device):
-            state = _as_state(state)  # truncated BPTT: values kept, graph cut
+            state = _detached(state)  # truncated BPTT: values kept, graph cut
             output, state = model(X, state)  # (num_steps * batch, vocab_size)
             y = torch.transpose(Y, 0, 1).contiguous().view(-1)
             l = loss(output, y.long())  # noqa: E741  (the course's name)
