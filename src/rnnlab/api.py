@@ -265,6 +265,16 @@ class LanguageModel:
             f"{len(self.vocab)}, {corpus_label(self.run.data.corpus)}, {self.device})"
         )
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows the model: a table of what it is and its best held-out figures.
+
+        `rnnlab.display` has the playground's other pictures (`show_surprisal`, `show_units`,
+        `show_training`, `show_next`).
+        """
+        from rnnlab import display  # on first use: only notebooks draw
+
+        return display.model_html(self)
+
     # -- prediction --------------------------------------------------------------------------
 
     def predict(
