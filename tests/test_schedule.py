@@ -178,3 +178,13 @@ def test_the_cli_refuses_a_bad_schedule_with_exit_2(capsys):
     assert main(["train", "--corpus", "alphabet", "--warmup", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--warmup must be in [0, 1)" in err[0]
+
+
+def test_exponential_decay_multiplies_the_rate_after_every_epoch(tmp_path):
+    trainer = make_trainer(tmp_path / "r", schedule="exponential", lr_decay=0.5, epochs=3)
+    trainer.fit()
+    lrs = step_lrs(tmp_path / "r")
+    n = trainer.family.num_batches()
+    assert lrs[0] == lrs[n - 1] == pytest.approx(0.003)
+    assert lrs[n] == pytest.approx(0.0015) and lrs[-1] == pytest.approx(0.00075)
+    assert trainer.lr == pytest.approx(0.000375)

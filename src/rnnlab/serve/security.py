@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import torch
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -251,7 +253,15 @@ class ComputePool:
                 )
             self._held += 1
             if self._executor is None:  # first job, or the first since a shutdown
-                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="rnnlab-serve")
+                # OpenMP's thread count is per thread: a worker starts with the machine's, not
+                # the one `--threads` set, and a product split another way rounds differently.
+                # Each worker takes the process's, so the server answers what the CLI prints.
+                self._executor = ThreadPoolExecutor(
+                    self.workers,
+                    thread_name_prefix="rnnlab-serve",
+                    initializer=torch.set_num_threads,
+                    initargs=(torch.get_num_threads(),),
+                )
             executor = self._executor
         try:
             future = executor.submit(fn, *args)

@@ -20,7 +20,7 @@ from rnnlab.errors import UsageError, flag
 from rnnlab.training.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("plateau", "cosine", "linear", "constant")
+SCHEDULES = ("plateau", "exponential", "cosine", "linear", "constant")
 UNLIMITED_EPOCHS = 1_000_000  # --max-time or --max-steps alone: the budget is theirs
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -40,15 +40,16 @@ class LoopConfig:
     lr_decay: float = field(
         default=0.5,
         metadata={
-            "help": "multiply the learning rate by this after an epoch that did not "
-            "improve the held-out loss (1: never)"
+            "help": "multiply the learning rate by this at an epoch's end: after an epoch that "
+            "did not improve the held-out loss (--schedule plateau), or after every epoch "
+            "(--schedule exponential); 1: never"
         },
     )
     epochs: int | None = field(
         default=None,
         metadata={
-            "help": "passes over the training data (default: 20, or as many as --max-time or "
-            "--max-steps allow when either is given)"
+            "help": "passes over the training data (default: 20 for a language model, 30 for "
+            "seq2seq; as many as --max-time or --max-steps allow when either is given)"
         },
     )
     max_time: float | None = field(
@@ -78,8 +79,9 @@ class LoopConfig:
         default="plateau",
         metadata={
             "help": "learning rate: plateau (times --lr-decay after an epoch that did not "
-            "improve), or cosine/linear decay after a warm-up to --lr-floor exactly when the "
-            "budget (--max-time seconds, --max-steps, --epochs) ends, or constant",
+            "improve), exponential (times --lr-decay after every epoch), cosine/linear (a "
+            "warm-up, then down to --lr-floor exactly when the budget (--max-time seconds, "
+            "--max-steps, --epochs) ends), or constant",
             "choices": SCHEDULES,
         },
     )

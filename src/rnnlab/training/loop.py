@@ -408,8 +408,10 @@ class Trainer:
         improved = record.heldout_loss < self.best_valid
         if improved:
             self.best_valid, self.best_epoch = record.heldout_loss, self.epoch
-        elif self.config.schedule == "plateau":  # or overfitting: smaller steps (pytorch
-            for group in self.optimizer.param_groups:  # word_language_model)
+        schedule = self.config.schedule
+        # plateau: a plateau or overfitting calls for smaller steps (word_language_model)
+        if schedule == "exponential" or (schedule == "plateau" and not improved):
+            for group in self.optimizer.param_groups:
                 group["lr"] *= self.config.lr_decay
         self.log(self.family.epoch_line(record, improved and self.family.keeps_best))
         return improved

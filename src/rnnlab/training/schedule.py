@@ -38,8 +38,9 @@ def lr_factor(config: LoopConfig, progress: float) -> float:
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: LoopConfig, progress: Callable[[], float]
 ) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """A `LambdaLR` whose factor follows the budget (None for plateau decay, which the loop
-    applies at epoch ends). `scheduler.step()` after each update sets the next step's rate."""
-    if config.schedule == "plateau":
+    """A `LambdaLR` whose factor follows the budget (None for plateau and exponential decay,
+    which the loop applies at epoch ends). `scheduler.step()` after each update sets the next
+    step's rate."""
+    if config.schedule in ("plateau", "exponential"):  # applied at epoch ends by the loop
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: lr_factor(config, progress()))
