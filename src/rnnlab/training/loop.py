@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, a text bar on a terminal
 
 from rnnlab.errors import NumericalError, UsageError
 from rnnlab.model import RNNLM, Masks, State, detach_state
