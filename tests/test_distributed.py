@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 WORDS = "the cat sat on a mat and a dog ran to the log with a big red hat".split()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node"]  # the README's one-machine command
+# docs/scaling-out.md's one-machine command
+TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node"]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +228,7 @@ def wait_for_listener(port: int, proc: subprocess.Popen, limit: float = 60) -> N
 
 
 def test_two_machines_meet_through_the_c10d_rendezvous(corpus, tmp_path):
-    """The README's several-machines command, on loopback: two plain `torchrun` launchers
+    """docs/scaling-out.md's several-machines command, on loopback: two plain `torchrun` launchers
     (`--nnodes 2`, one process each) meet at a c10d endpoint and train the one-process model."""
     flags = ["--max-steps", "24", "--epochs", "1"]
     one, nodes = tmp_path / "one", tmp_path / "nodes"
@@ -236,7 +237,7 @@ def test_two_machines_meet_through_the_c10d_rendezvous(corpus, tmp_path):
     launcher = ["--nnodes", "2", "--rdzv-backend", "c10d"]
     launcher += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
     cmd = command(corpus, nodes, *flags, nproc=1)
-    # PyTorch's own `torchrun` executable, exactly as the README writes the command.
+    # PyTorch's own `torchrun` executable, exactly as docs/scaling-out.md writes the command.
     torchrun = str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, *launcher] + cmd[cmd.index("torchrun") + 2 :]
     assert "--standalone" not in cmd and cmd.count("--nproc-per-node") == 1

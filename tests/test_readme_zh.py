@@ -1,9 +1,11 @@
-"""README.zh-CN.md, the Chinese guide: its commands are the English README's, its links resolve.
+"""README.zh-CN.md, the Chinese guide: its commands are the English docs', its links resolve.
 
 A command in the Chinese guide is a line of a shell code block, a `$ ` line of any other code
 block, or an inline `rnnlab ...`/`python ...` span; each must be, character for character, a
-command the English README shows (a code-block line or an inline span), so the guide can never
-tell a reader to run something the README does not document.
+command the English documentation shows (README.md, its front page, or a page of docs/ that the
+README's command table links to: a code-block line or an inline span), so the guide can never
+tell a reader to run something the English docs do not document. The set-up commands must be the
+README's own.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ def prose(text: str) -> str:
     return FENCE.sub("", text)
 
 
+def english_text() -> str:
+    pages = [EN, *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
+
+
 def english_commands() -> set[str]:
-    text = EN.read_text(encoding="utf-8")
+    text = english_text()
     lines = {line.strip().removeprefix("$ ") for _, body in blocks(text) for line in body}
     # `rnnlab serve RUN      # then open ...`: the command without its comment is the same command
     lines |= {re.sub(r"\s{2,}#.*$", "", line) for line in lines}
@@ -80,8 +87,9 @@ def test_every_link_and_figure_of_the_guide_exists():
     local = [t for t in targets if not t.startswith(("http://", "https://"))]
     assert len(local) >= 10
     assert [t for t in local if not (ROOT / t).exists()] == []
-    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # only figures the README shows
-        assert f"]({figure})" in EN.read_text(encoding="utf-8"), figure
+    english = english_text().replace("](img/", "](docs/img/")  # docs pages link docs/img/
+    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # only figures the docs show
+        assert f"]({figure})" in english, figure
 
 
 def test_every_notebook_is_in_the_course_table():

@@ -2,7 +2,7 @@
 
 Real processes (`python -m rnnlab`) where the promise is about processes: resuming in a new one,
 signals, SIGKILL. Each spawned process gets one thread (OMP_NUM_THREADS=1, --threads 1).
-README.md ("What rnnlab guarantees") lists every promise with the test that checks it.
+docs/reliability.md ("What rnnlab guarantees") lists every promise with the test that checks it.
 """
 
 from __future__ import annotations

@@ -584,8 +584,8 @@ def train(
     preset: str | None = None,
     force: bool = False,
     resume: bool = False,
-    quiet: bool = True,
-    progress: bool = False,
+    quiet: bool = False,
+    progress: bool = True,
     **options: Any,
 ) -> TrainedRun:
     """Train a language model as `rnnlab train` does, then load its best checkpoint.
@@ -600,8 +600,11 @@ def train(
         out: the run directory (default runs/CORPUS-CELL-TIME); refused if not empty unless
             `force`; with `resume`, the run to continue.
         preset: start from a named configuration, as `--preset`; keywords override it.
-        quiet: False prints the CLI's per-epoch lines.
-        progress: show a progress bar (tqdm) during each epoch.
+        quiet: True prints nothing: no progress bar, no per-epoch lines.
+        progress: a progress bar during each epoch (on by default: a notebook shows a widget,
+            through `tqdm.auto`, a terminal a text bar); False keeps the per-epoch lines only.
+            The command line differs on purpose: `rnnlab train` draws its bar only on a
+            terminal, so that logs and pipes get plain lines.
     """
     # The loop, tqdm and the multi-process code are imported on first use: loading a model
     # for questions (`load`) needs none of them.
@@ -619,7 +622,7 @@ def train(
     trainer = start_lm_run(
         get_preset(preset) if preset else None, data_values, model_values, train_values,
         RuntimeConfig(**runtime_values), None if out is None else Path(out), force=force,
-        resume=resume, progress=progress, log=log, warn=stderr,
+        resume=resume, progress=progress and not quiet, log=log, warn=stderr,
     )  # fmt: skip
     result = finish_run(trainer)
     model = load(trainer.run_dir, device=trainer.runtime.device)

@@ -224,7 +224,7 @@ class RuntimeConfig:
     )
     deterministic: bool = field(
         default=False,
-        metadata={"help": "deterministic CUDA kernels (slower; see README, Scaling out)"},
+        metadata={"help": "deterministic CUDA kernels (slower; see docs/scaling-out.md)"},
     )
 
     def __post_init__(self) -> None:

@@ -8,10 +8,10 @@ exact resume (`rnnlab.training.checkpointing`), signals (`rnnlab.training.signal
 (`rnnlab.training.lm.LanguageModelFamily`, `rnnlab.seq2seq.train.Seq2SeqFamily`) brings only
 its batches, its step and its evaluation.
 
-What a run promises (README.md, "What rnnlab guarantees", lists the tests): a checkpoint restores
-every RNG stream and the epoch in progress, so `--resume` in a new process continues bit for bit
-(same threads); SIGINT/SIGTERM finish the current step and save before exiting; a NaN/inf loss or
-gradient stops before the update, and no checkpoint ever holds a non-finite weight.
+What a run promises (docs/reliability.md, "What rnnlab guarantees", lists the tests): a checkpoint
+restores every RNG stream and the epoch in progress, so `--resume` in a new process continues bit
+for bit (same threads); SIGINT/SIGTERM finish the current step and save before exiting; a NaN/inf
+loss or gradient stops before the update, and no checkpoint ever holds a non-finite weight.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, a text bar on a terminal
 
 from rnnlab.errors import NumericalError, UsageError
 from rnnlab.model import RNNLM, Masks, State, detach_state
