@@ -98,7 +98,7 @@ def make_trainer(model: RNNLM, ids: torch.Tensor, B: int) -> Trainer:
 def trainer_epoch(trainer: Trainer) -> int:
     """One full epoch of rnnlab's own loop (a fresh epoch each call); returns chars trained."""
     trainer.current = None
-    return trainer.run_epoch(None, _NoSignals()).chars  # type: ignore[arg-type]
+    return trainer.run_epoch(_NoSignals()).count  # type: ignore[arg-type]
 
 
 def bare_epoch(
