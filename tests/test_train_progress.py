@@ -4,6 +4,7 @@ command line keeps its own rule (a bar only on a terminal)."""
 from __future__ import annotations
 
 import tqdm.auto
+import tqdm.std
 
 import rnnlab
 from rnnlab.cli import main
@@ -14,9 +15,16 @@ FLAGS = {"hidden": 8, "layers": 1, "batch_size": 4, "num_steps": 8, "epochs": 2}
 BAR = "epoch 1/2"  # the bar's description; the per-epoch lines read "epoch   1  train ppl"
 
 
-def test_the_bar_is_the_notebook_friendly_one():
-    # tqdm.auto is a widget under Jupyter and the text bar elsewhere.
-    assert loop.tqdm is tqdm.auto.tqdm
+def test_the_bar_is_the_notebook_friendly_one(monkeypatch):
+    # tqdm.auto is a widget under Jupyter and the text bar elsewhere; it needs ipywidgets to draw
+    # a widget, and without them the plain text bar is used (tqdm.auto would only warn).
+    bar = loop.progress_bar(range(2), disable=False)
+    assert isinstance(bar, tqdm.auto.tqdm)
+    bar.close()
+    monkeypatch.setattr(loop.importlib.util, "find_spec", lambda name: None)
+    bar = loop.progress_bar(range(2), disable=False)
+    assert type(bar) is tqdm.std.tqdm
+    bar.close()
 
 
 def test_train_from_python_shows_a_bar_and_the_epoch_lines_by_default(tmp_path, capsys):

@@ -17,6 +17,7 @@ loss or gradient stops before the update, and no checkpoint ever holds a non-fin
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm  # a widget in a notebook, a text bar on a terminal
+from tqdm import tqdm
 
 from rnnlab.errors import NumericalError, UsageError
 from rnnlab.model import RNNLM, Masks, State, detach_state
@@ -309,7 +310,7 @@ class Trainer:
         if self.current is None:
             self.current = family.new_epoch(self.batch_gen)
         ep = self.current
-        bar = tqdm(
+        bar = progress_bar(
             family.batches(ep, self.batch_gen),
             total=family.num_batches(),
             initial=ep.batches_done,
@@ -478,6 +479,16 @@ class Trainer:
     def resume(self) -> None:
         """Continue from the newest complete checkpoint, mid-epoch if it was saved there."""
         resume_trainer(self)
+
+
+def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
+    """tqdm's notebook widget where it can draw (a notebook with ipywidgets), else its text bar:
+    without ipywidgets the widget would only print a warning naming tqdm's install path."""
+    if kwargs.get("disable") or importlib.util.find_spec("ipywidgets") is None:
+        return tqdm(*args, **kwargs)
+    from tqdm.auto import tqdm as auto_tqdm  # imported here: it warns where it cannot draw
+
+    return auto_tqdm(*args, **kwargs)
 
 
 def _silent(message: str) -> None:
