@@ -15,8 +15,8 @@ Joining the group survives a slow peer. The processes first wait for each other 
 store (up to `GROUP_TIMEOUT`, 10 minutes, however late a peer starts on a loaded machine), and
 only then connect, with a short per-try limit; a try that fails on any rank (gloo's
 `connectFullMesh` gives up after three immediate retries of a refused connection) is abandoned
-by every rank, and all try again after a back-off. At most `CONNECT_TRIES` tries: about a minute
-in all (`connect_budget()`, 57.5 s), then one line that names the problem and the fix, exit 2.
+by every rank, and all try again after a back-off. At most `CONNECT_TRIES` tries: under three minutes
+(`connect_budget()`, 157.5 s), then one line that names the problem and the fix, exit 2.
 """
 
 from __future__ import annotations
@@ -85,14 +85,16 @@ def backend_for(device: torch.device) -> str:
 
 
 GROUP_TIMEOUT = datetime.timedelta(minutes=10)  # a peer's start; later, every collective
-CONNECT_TIMEOUT = datetime.timedelta(seconds=10)  # one try at connecting, once all have started
+# One try at connecting, once all have started. Generous: a try that fails on a loaded machine
+# leaves a half-built gloo context behind, which can abort its process when Python exits.
+CONNECT_TIMEOUT = datetime.timedelta(seconds=30)
 BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between tries
 CONNECT_TRIES = len(BACKOFF) + 1
 
 
 def connect_budget() -> float:
     """The longest the processes spend connecting before they give up, in seconds: every try
-    running into its limit, plus the pauses (57.5 s)."""
+    running into its limit, plus the pauses (157.5 s)."""
     return CONNECT_TRIES * CONNECT_TIMEOUT.total_seconds() + sum(BACKOFF)
 
 
@@ -167,7 +169,7 @@ def connect(
     call `init` with a try-private store and `CONNECT_TIMEOUT`, and post the outcome; if any rank
     failed, every rank leaves the group (or what is left of it) and, after `BACKOFF[k]` seconds,
     tries again. All ranks read the same outcomes, so they retry or give up together: at most
-    `connect_budget()` seconds (about a minute), then one `RnnlabError` line, exit 2.
+    `connect_budget()` seconds (under three minutes), then one `RnnlabError` line, exit 2.
     """
     failures: list[str] = []
     began = time.monotonic()
