@@ -15,8 +15,8 @@ Joining the group survives a slow peer. The processes first wait for each other 
 store (up to `GROUP_TIMEOUT`, 10 minutes, however late a peer starts on a loaded machine), and
 only then connect, with a short per-try limit; a try that fails on any rank (gloo's
 `connectFullMesh` gives up after three immediate retries of a refused connection) is abandoned
-by every rank, and all try again after a back-off. At most `CONNECT_TRIES` tries: under three minutes
-(`connect_budget()`, 157.5 s), then one line that names the problem and the fix, exit 2.
+by every rank, and all try again after a back-off. At most `CONNECT_TRIES` tries: under three
+minutes (`connect_budget()`, 157.5 s), then one line that names the problem and the fix, exit 2.
 """
 
 from __future__ import annotations
