@@ -158,6 +158,30 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(corpus, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_the_error_line_survives_rank_0_being_stopped_before_it_could_print(corpus, tmp_path):
+    """The first process to fail makes torchrun stop the others: rank 0, slower to reach the
+    same mistake, was stopped before printing it (a CI run saw exit 2 and no line). The line
+    travels through torchrun's reply file and the launcher prints it once."""
+    slow = tmp_path / "slow_rank_0.py"
+    slow.write_text(
+        "import os, sys, time\n"
+        "from rnnlab.cli import main\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    time.sleep(60)\n"
+        "sys.exit(main(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    train = command(corpus, tmp_path / "r", "--batch-size", "7", "--epochs", "1")[3:]
+    proc = run([sys.executable, "-m", "rnnlab", *TORCHRUN, "2", str(slow), *train], timeout=50)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert errors == [
+        "error: --batch-size 7 is the global batch and must divide evenly among 2 processes: "
+        "use a multiple of 2"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
 def test_sigterm_to_the_launcher_saves_once_and_resumes(corpus, tmp_path):
     """SIGTERM to the launcher: every rank stops at the same step, one checkpoint, exit 143;
     resuming on 2 processes is exact, on 1 it continues (re-sliced, warned)."""

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rnnlab.devices import DEVICE_HELP
@@ -118,6 +121,31 @@ def json_line(obj: dict[str, Any]) -> str:
     return strict_dumps(obj)
 
 
+LAUNCHED = "RNNLAB_LAUNCHER"  # set by `rnnlab torchrun` for the processes it starts
+
+
+def report_error(rank: int, line: str) -> None:
+    """Print a user mistake's one line, once for the whole group.
+
+    Under torchrun each process also leaves the line in its reply file (TORCHELASTIC_ERROR_FILE),
+    where the launcher reads it. Under `rnnlab torchrun` the launcher alone prints it: a process
+    that fails first makes torchrun stop the others, so rank 0 may be stopped before it could
+    print (seen on a loaded machine: exit 2 and no line at all).
+    """
+    reply = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if reply:
+        try:
+            Path(reply).write_text(
+                json.dumps({"message": line, "timestamp": int(time.time())}), encoding="utf-8"
+            )
+        except OSError:
+            reply = None  # the launcher cannot read it: say it here
+    if reply and os.environ.get(LAUNCHED):
+        return  # `rnnlab torchrun` prints it
+    if rank == 0:
+        print(line, file=sys.stderr)
+
+
 def run_command(command: Callable[[], int]) -> int:
     """Run a command; a user mistake becomes one `error:` line and its exit code.
 
@@ -132,8 +160,7 @@ def run_command(command: Callable[[], int]) -> int:
         clean = True
         return code
     except RnnlabError as e:
-        if rank == 0:
-            print(f"error: {e}", file=sys.stderr)
+        report_error(rank, f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

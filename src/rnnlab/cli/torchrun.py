@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
-from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 from torch.distributed.elastic.rendezvous.api import RendezvousError
 from torch.distributed.run import get_args_parser
 from torch.distributed.run import run as torchrun
 
+from rnnlab.cli.flags import LAUNCHED
 from rnnlab.errors import RnnlabError, UsageError
 
 RNNLAB_CODES = (2, 3, 4, 130, 143)  # exit codes whose one-line message the rank printed itself
@@ -54,16 +56,20 @@ def launch(argv: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):  # one line from us instead of its logs
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ[LAUNCHED] = "torchrun"  # the processes leave their error line to us
     try:
         torchrun(args)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = first_said(e)
         code = failure.exitcode
         if code < 0:  # killed by a signal
             name = signal.Signals(-code).name
             print(f"error: rank {rank} was killed by {name}", file=sys.stderr)
             return 128 - code
-        if code not in RNNLAB_CODES:
+        said = failure.message if isinstance(failure.message, str) else ""
+        if said.startswith("error:"):
+            print(said, file=sys.stderr)
+        elif code not in RNNLAB_CODES:
             print(f"error: rank {rank} failed with exit code {code}", file=sys.stderr)
         return code
     except SignalException as e:  # the launcher was interrupted; the ranks saved and exited
@@ -76,6 +82,20 @@ def launch(argv: list[str]) -> int:
             "they all reach, within --rdzv-conf join_timeout (600 s by default)"
         ) from None
     return 0
+
+
+def first_said(e: ChildFailedError) -> tuple[int, ProcessFailure]:
+    """The failure to report: the earliest one that left rnnlab's error line (lowest rank on a
+    tie), else torchrun's own first failure (a process killed, or one that left no line)."""
+    said = [
+        (f.timestamp, rank, f)
+        for rank, f in e.failures.items()
+        if isinstance(f.message, str) and f.message.startswith("error:")
+    ]
+    if said:
+        _, rank, failure = min(said, key=lambda t: t[:2])
+        return rank, failure
+    return e.get_first_failure()
 
 
 COMMANDS: dict[str, Any] = {}  # dispatched by rnnlab.cli.main before argument parsing
