@@ -85,6 +85,41 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The recipe `rnnlab train --max-time S` follows when no other budget is given: the winner of
+# BENCHMARKS.md's equal-time rounds ("Defaults by measurement"). Its values replace defaults
+# only, as every preset's do: any flag given still wins.
+TIME_BUDGET = Preset(
+    "budget",
+    "the recipe measured best for a time budget: LSTM 2 x 512, AWD-LSTM regularisation "
+    "(weight-drop 0.5; locked dropout 0.1 in, 0.25 between layers, 0.2 out), cosine decay to 0 "
+    "when the --max-time budget ends",
+    {},
+    {
+        "cell": "lstm",
+        "hidden": 512,
+        "layers": 2,
+        "weight_drop": 0.5,
+        "dropout_input": 0.1,
+        "dropout_hidden": 0.25,
+        "dropout_output": 0.2,
+    },
+    {"schedule": "cosine"},
+    "Chosen by equal-time measurement on The Time Machine (BENCHMARKS.md); given --epochs or "
+    "--max-steps, rnnlab train keeps its usual defaults",
+)
+PRESETS[TIME_BUDGET.name] = TIME_BUDGET
+
+
+def budget_preset(train_values: dict[str, Any]) -> Preset | None:
+    """The time-budget recipe when the values given make time the only budget: `--max-time`
+    without `--epochs` or `--max-steps` (a run counted in steps keeps the usual defaults)."""
+    if train_values.get("max_time") is None:
+        return None
+    if train_values.get("epochs") is not None or train_values.get("max_steps") is not None:
+        return None
+    return TIME_BUDGET
+
+
 def get_preset(name: str) -> Preset:
     """The preset called `name`; an unknown name is a usage error listing the known ones."""
     try:

@@ -37,7 +37,7 @@ from rnnlab.model import (
     load_with_new_rows,
     mask_generator,
 )
-from rnnlab.presets import Preset
+from rnnlab.presets import Preset, budget_preset
 from rnnlab.seeding import seed_everything
 from rnnlab.training import distributed
 from rnnlab.training.config import TrainConfig
@@ -231,6 +231,7 @@ class LanguageModelRecipe:
     files: tuple[str, ...] = RUN_FILES
     base: LoadedRun | None = None  # fine-tuning: the trained run whose weights start this one
     base_vocab: Vocab | None = None  # fine-tuning: the vocabulary the new text's extends
+    preset: str | None = None  # the named configuration it started from (config.json says so)
 
     def prepare(self) -> None:
         if self.data is None:
@@ -261,6 +262,8 @@ class LanguageModelRecipe:
         assert self.data is not None
         config = run_config(self.data_config, self.model_config, self.train_config, self.data.vocab)
         config["runtime"] = runtime.record(self.train_config.batch_size)
+        if self.preset is not None:
+            config["preset"] = self.preset
         if self.data.documents:  # a folder or several files: which, and how each was split
             config["data_files"] = self.data.documents
         if self.base is not None:
@@ -343,6 +346,10 @@ def start_lm_run(
     """
     if resume and run_dir is None:
         raise UsageError("--resume needs --out DIR naming the run to continue")
+    if preset is None and not resume:
+        preset = budget_preset(train_values)
+        if preset is not None:
+            log(f"a time budget alone: {preset.description}. Any flag given overrides it.")
     data_cfg, model_cfg, train_cfg = run_configs(
         preset, data_values, model_values, train_values, run_dir if resume else None
     )
@@ -357,7 +364,10 @@ def start_lm_run(
         runtime_config, train_cfg.batch_size, threads, model_cfg.cell, model_cfg.impl
     )
     model_cfg = model_for_device(model_cfg, runtime.device, warn)
-    recipe = LanguageModelRecipe(data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab)
+    recipe = LanguageModelRecipe(
+        data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab,
+        preset=None if preset is None or resume else preset.name,
+    )  # fmt: skip
     trainer = open_run(
         recipe, run_dir, force=force, resume=resume, runtime=runtime, progress=progress,
         log=log, warn=warn,
