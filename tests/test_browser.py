@@ -180,6 +180,24 @@ def test_the_page_shows_the_apis_numbers(page, server, runs):
     assert unquote(again.url) == unquote(url)
 
 
+def test_a_prefix_typed_before_the_page_is_ready_is_answered(page, server, runs):
+    """Typing while the run list is still on its way (a slow server, a loaded machine) once
+    lost the text: the input event came before the page listened, and the link's empty prefix
+    then replaced it. The run list is held back here until the prefix is typed."""
+    held = []
+    page.route("**/api/runs", lambda route: held.append(route))  # answered once it is typed
+    page.goto(server + "#run=tiny", wait_until="domcontentloaded")
+    page.get_by_test_id("prefix").fill("the d")
+    page.get_by_test_id("prefix").dispatch_event("input")
+    while not held:
+        page.wait_for_timeout(20)
+    assert page.locator("body[data-ready=true]").count() == 0
+    held[0].continue_()
+    assert distribution(page, "the d") == runs["tiny"].next("the d", k=10)
+    assert page.get_by_test_id("prefix").input_value() == "the d"
+    expect(page.locator("body[data-ready=true]")).to_be_attached()
+
+
 def test_two_runs_side_by_side_and_chinese_text(page, server, runs):
     page.goto(server + "#run=verse&compare=tiny")
     verse = runs["verse"]

@@ -651,6 +651,11 @@ async function init() {
       el("option", { value: name, title: help, text: name.replace("_", " ") })));
 
   readHash();
+  // Text typed while the runs were on their way is kept: the link's empty default must not
+  // wipe it, and its answer is asked for below like any other.
+  for (const key of ["prefix", "text"]) {
+    if ($(key).value && state[key] === DEFAULTS[key]) state[key] = $(key).value;
+  }
   if (!runInfo(state.run)) state.run = RUNS[0].name;
   if (state.compare && !runInfo(state.compare)) state.compare = "";
   applyState();
@@ -705,6 +710,7 @@ async function init() {
   });
   window.addEventListener("hashchange", () => { readHash(); applyState(); refreshAll(); });
   new ResizeObserver(debounce(drawCurves, 100)).observe($("curves"));
+  document.body.dataset.ready = "true";  // every control answers from here on
 }
 
 document.addEventListener("DOMContentLoaded", init);
