@@ -37,7 +37,7 @@ from rnnlab.model import (
     load_with_new_rows,
     mask_generator,
 )
-from rnnlab.presets import Preset, budget_preset
+from rnnlab.presets import Preset
 from rnnlab.seeding import seed_everything
 from rnnlab.training import distributed
 from rnnlab.training.config import TrainConfig
@@ -346,10 +346,6 @@ def start_lm_run(
     """
     if resume and run_dir is None:
         raise UsageError("--resume needs --out DIR naming the run to continue")
-    if preset is None and not resume:
-        preset = budget_preset(train_values)
-        if preset is not None:
-            log(f"a time budget alone: {preset.description}. Any flag given overrides it.")
     data_cfg, model_cfg, train_cfg = run_configs(
         preset, data_values, model_values, train_values, run_dir if resume else None
     )
