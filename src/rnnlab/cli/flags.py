@@ -121,16 +121,13 @@ def json_line(obj: dict[str, Any]) -> str:
     return strict_dumps(obj)
 
 
-LAUNCHED = "RNNLAB_LAUNCHER"  # set by `rnnlab torchrun` for the processes it starts
-
-
 def report_error(rank: int, line: str) -> None:
-    """Print a user mistake's one line, once for the whole group.
+    """Print a user mistake's one line, once for the whole group: rank 0 prints it.
 
-    Under torchrun each process also leaves the line in its reply file (TORCHELASTIC_ERROR_FILE),
-    where the launcher reads it. Under `rnnlab torchrun` the launcher alone prints it: a process
-    that fails first makes torchrun stop the others, so rank 0 may be stopped before it could
-    print (seen on a loaded machine: exit 2 and no line at all).
+    Under torchrun each process also leaves the line in its reply file (TORCHELASTIC_ERROR_FILE):
+    a process that fails first makes torchrun stop the others, so rank 0 may be stopped before
+    it could print (seen on a loaded machine: exit 2 and no line at all), and `rnnlab torchrun`
+    then prints the line from there.
     """
     reply = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if reply:
@@ -139,9 +136,7 @@ def report_error(rank: int, line: str) -> None:
                 json.dumps({"message": line, "timestamp": int(time.time())}), encoding="utf-8"
             )
         except OSError:
-            reply = None  # the launcher cannot read it: say it here
-    if reply and os.environ.get(LAUNCHED):
-        return  # `rnnlab torchrun` prints it
+            pass  # the launcher reads no line; rank 0 still prints its own
     if rank == 0:
         print(line, file=sys.stderr)
 

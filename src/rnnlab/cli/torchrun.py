@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -25,7 +24,6 @@ from torch.distributed.elastic.rendezvous.api import RendezvousError
 from torch.distributed.run import get_args_parser
 from torch.distributed.run import run as torchrun
 
-from rnnlab.cli.flags import LAUNCHED
 from rnnlab.errors import RnnlabError, UsageError
 
 RNNLAB_CODES = (2, 3, 4, 130, 143)  # exit codes whose one-line message the rank printed itself
@@ -56,7 +54,6 @@ def launch(argv: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):  # one line from us instead of its logs
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ[LAUNCHED] = "torchrun"  # the processes leave their error line to us
     try:
         torchrun(args)
     except ChildFailedError as e:
@@ -67,7 +64,9 @@ def launch(argv: list[str]) -> int:
             print(f"error: rank {rank} was killed by {name}", file=sys.stderr)
             return 128 - code
         said = failure.message if isinstance(failure.message, str) else ""
-        if said.startswith("error:"):
+        zero = e.failures.get(0)
+        spoke = zero is not None and zero.exitcode in RNNLAB_CODES  # rank 0 printed it
+        if said.startswith("error:") and not spoke:  # rank 0 was stopped before it could
             print(said, file=sys.stderr)
         elif code not in RNNLAB_CODES:
             print(f"error: rank {rank} failed with exit code {code}", file=sys.stderr)
