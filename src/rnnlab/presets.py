@@ -67,24 +67,6 @@ def _d2l(name: str, description: str, hidden: int, impl: str) -> Preset:
     )
 
 
-PRESETS: dict[str, Preset] = {
-    "d2l": _d2l(
-        "d2l",
-        "d2l 8.5 RNN from scratch: one-hot, RNN 512, SGD lr 1, clip 1, 500 epochs "
-        "on the first 10,000 characters of the Time Machine",
-        hidden=512,
-        impl="scratch",
-    ),
-    "d2l-concise": _d2l(
-        "d2l-concise",
-        "d2l 8.6 concise RNN: nn.RNN(len(vocab), 256), one-hot, SGD lr 1, clip 1, "
-        "500 epochs on the first 10,000 characters of the Time Machine",
-        hidden=256,
-        impl="torch",
-    ),
-}
-
-
 # The small-text recipe: the winner of BENCHMARKS.md's equal-time rounds on The Time Machine
 # (156k training characters, 300 s), where it beats the defaults by 0.14 in perplexity. On tiny
 # Shakespeare (1M characters, 1800 s) the defaults beat it, so it is a preset, not a default.
@@ -107,7 +89,24 @@ SMALL_TEXT = Preset(
     "Measured best at equal time on The Time Machine (156k characters); on a million characters "
     "the defaults did better (BENCHMARKS.md)",
 )
-PRESETS[SMALL_TEXT.name] = SMALL_TEXT
+
+PRESETS: dict[str, Preset] = {
+    "d2l": _d2l(
+        "d2l",
+        "d2l 8.5 RNN from scratch: one-hot, RNN 512, SGD lr 1, clip 1, 500 epochs "
+        "on the first 10,000 characters of the Time Machine",
+        hidden=512,
+        impl="scratch",
+    ),
+    "d2l-concise": _d2l(
+        "d2l-concise",
+        "d2l 8.6 concise RNN: nn.RNN(len(vocab), 256), one-hot, SGD lr 1, clip 1, "
+        "500 epochs on the first 10,000 characters of the Time Machine",
+        hidden=256,
+        impl="torch",
+    ),
+    SMALL_TEXT.name: SMALL_TEXT,
+}
 
 
 def get_preset(name: str) -> Preset:
