@@ -11,7 +11,7 @@ from rnnlab.corpus import DataConfig
 from rnnlab.data import prepare_data
 from rnnlab.errors import UsageError
 from rnnlab.model import ModelConfig
-from rnnlab.presets import PRESETS, get_preset
+from rnnlab.presets import PRESETS, SMALL_TEXT_MAX_CHARS, budget_preset, get_preset
 from rnnlab.training import TrainConfig
 
 D2L_TRAIN = dict(optimizer="sgd", lr=1.0, clip=1.0, batch_size=32, num_steps=35)
@@ -141,16 +141,50 @@ def test_the_small_text_preset_is_recorded_and_flags_win(tmp_path, capsys):
     assert config["train"]["schedule"] == small.train["schedule"]
 
 
-@pytest.mark.parametrize("other", [[], ["--epochs", "1"], ["--max-steps", "3"]])
-def test_a_time_budget_keeps_the_defaults(tmp_path, capsys, other):
-    """The small-text recipe won on The Time Machine and lost on tiny Shakespeare
-    (BENCHMARKS.md), so no budget switches it on by itself."""
+def test_the_budget_rule_is_a_size_threshold_on_the_training_text():
+    small, rule = budget_preset(SMALL_TEXT_MAX_CHARS - 1)
+    assert small is get_preset("small-text") and "the small-text recipe" in rule
+    assert budget_preset(SMALL_TEXT_MAX_CHARS) == (
+        None,
+        f"--max-time alone on {SMALL_TEXT_MAX_CHARS:,} training characters "
+        f"({SMALL_TEXT_MAX_CHARS:,} or more): the defaults",
+    )
+
+
+def test_a_time_budget_alone_on_a_small_text_trains_the_small_text_recipe(tmp_path, capsys):
+    """BENCHMARKS.md: at equal time the small-text recipe beat the defaults on small texts and
+    lost on a million characters, so `--max-time` alone picks by the training text's size."""
+    flags = ["--corpus", "alphabet", "--max-time", "0.5", "--hidden", "16"]
+    code, config, _ = run_train(tmp_path, capsys, *flags)
+    n_train = prepare_data(DataConfig(corpus="alphabet")).train_ids.numel()
+    assert code == 0 and config["preset"] == "small-text"
+    assert config["preset_rule"] == budget_preset(n_train)[1]
+    assert f"{n_train:,} training characters" in config["preset_rule"]
+    assert config["model"]["hidden"] == 16  # the flag given wins
+    for name, value in get_preset("small-text").model.items():
+        assert name == "hidden" or config["model"][name] == value, name
+
+
+def test_a_time_budget_alone_on_a_large_text_keeps_the_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("rnnlab.presets.SMALL_TEXT_MAX_CHARS", 100)  # alphabet is larger
+    code, config, _ = run_train(tmp_path, capsys, "--corpus", "alphabet", "--max-time", "0.5")
+    assert code == 0 and "preset" not in config
+    assert config["preset_rule"].endswith("(100 or more): the defaults")
+    assert config["model"]["cell"] == ModelConfig().cell
+    assert config["train"]["schedule"] == TrainConfig().schedule
+
+
+@pytest.mark.parametrize(
+    "other", [["--epochs", "1"], ["--max-steps", "3"], ["--preset", "d2l-concise"]]
+)
+def test_a_time_budget_with_another_budget_or_a_preset_follows_no_rule(tmp_path, capsys, other):
     flags = ["--corpus", "alphabet", "--max-time", "0.5", "--hidden", "16", *other]
     code, config, _ = run_train(tmp_path, capsys, *flags)
-    assert code == 0 and "preset" not in config
-    assert config["model"]["cell"] == ModelConfig().cell
-    assert config["model"]["weight_drop"] == ModelConfig().weight_drop
-    assert config["train"]["schedule"] == TrainConfig().schedule
+    assert code == 0 and "preset_rule" not in config
+    assert config.get("preset") == (other[1] if other[0] == "--preset" else None)
+    if other[0] != "--preset":
+        assert config["model"]["cell"] == ModelConfig().cell
+        assert config["model"]["weight_drop"] == ModelConfig().weight_drop
 
 
 def test_the_python_api_takes_the_preset(tmp_path):
@@ -163,3 +197,11 @@ def test_the_python_api_takes_the_preset(tmp_path):
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["preset"] == "small-text" and config["model"]["cell"] == "lstm"
     assert run.model.describe()["model"]["cell"] == "lstm"
+
+
+def test_the_python_api_follows_the_same_budget_rule(tmp_path):
+    import rnnlab
+
+    rnnlab.train(corpus="alphabet", max_time=0.5, hidden=16, out=tmp_path / "r", quiet=True)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["preset"] == "small-text" and "preset_rule" in config

@@ -50,7 +50,16 @@ def test_the_factor_warms_up_then_reaches_the_floor_as_the_budget_ends():
     assert lr_factor(TrainConfig(schedule="constant"), 0.7) == 1.0
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_wsd_holds_the_rate_then_falls_to_the_floor_over_the_cooldown_only():
+    wsd = TrainConfig(schedule="wsd", warmup=0.1, cooldown=0.25, lr_floor=0.1)
+    assert lr_factor(wsd, 0.0) == pytest.approx(WARMUP_START)
+    assert lr_factor(wsd, 0.1) == pytest.approx(1.0)
+    assert lr_factor(wsd, 0.5) == 1.0 and lr_factor(wsd, 0.75) == 1.0  # stable to 1 - cooldown
+    assert lr_factor(wsd, 0.875) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down
+    assert lr_factor(wsd, 1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
 def test_steps_csv_records_a_rate_that_decays_to_the_floor_at_max_steps(tmp_path, schedule):
     trainer = make_trainer(tmp_path / "r", schedule=schedule, max_steps=40, warmup=0.1)
     trainer.fit()
@@ -166,6 +175,8 @@ def test_seq2seq_gets_the_schedule_from_the_same_loop(tmp_path, capsys):
         ({"schedule": "step"}, "unknown schedule 'step'"),
         ({"warmup": 1.0}, "--warmup must be in [0, 1)"),
         ({"lr_floor": 2.0}, "--lr-floor must be in [0, 1]"),
+        ({"cooldown": 0.0}, "--cooldown must be in (0, 1]"),
+        ({"schedule": "wsd", "warmup": 0.5, "cooldown": 0.6}, "add up to more than the budget"),
         ({"weight_decay": -1.0}, "--weight-decay must be 0 or more"),
         ({"ema": 1.0}, "--ema must be in [0, 1)"),
         ({"ema": math.nan}, "--ema must be in [0, 1)"),

@@ -20,7 +20,7 @@ from rnnlab.errors import UsageError, flag
 from rnnlab.training.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("plateau", "exponential", "cosine", "linear", "constant")
+SCHEDULES = ("plateau", "exponential", "cosine", "linear", "wsd", "constant")
 UNLIMITED_EPOCHS = 1_000_000  # --max-time or --max-steps alone: the budget is theirs
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -81,17 +81,22 @@ class LoopConfig:
             "help": "learning rate: plateau (times --lr-decay after an epoch that did not "
             "improve), exponential (times --lr-decay after every epoch), cosine/linear (a "
             "warm-up, then down to --lr-floor exactly when the budget (--max-time seconds, "
-            "--max-steps, --epochs) ends), or constant",
+            "--max-steps, --epochs) ends), wsd (warm-up, --lr held, then a linear fall to "
+            "--lr-floor over the last --cooldown of the budget), or constant",
             "choices": SCHEDULES,
         },
     )
     warmup: float = field(
         default=0.02,
-        metadata={"help": "cosine/linear: fraction of the budget spent warming up from ~0"},
+        metadata={"help": "cosine/linear/wsd: fraction of the budget spent warming up from ~0"},
     )
     lr_floor: float = field(
         default=0.0,
-        metadata={"help": "cosine/linear: the final learning rate, as a fraction of --lr"},
+        metadata={"help": "cosine/linear/wsd: the final learning rate, as a fraction of --lr"},
+    )
+    cooldown: float = field(
+        default=0.2,
+        metadata={"help": "wsd: the last fraction of the budget, over which the rate falls"},
     )
     weight_decay: float = field(
         default=0.0,
@@ -143,6 +148,13 @@ class LoopConfig:
             raise UsageError(f"--warmup must be in [0, 1), got {self.warmup}")
         if not 0 <= self.lr_floor <= 1:
             raise UsageError(f"--lr-floor must be in [0, 1], got {self.lr_floor}")
+        if not 0 < self.cooldown <= 1:
+            raise UsageError(f"--cooldown must be in (0, 1], got {self.cooldown}")
+        if self.schedule == "wsd" and self.warmup + self.cooldown > 1:
+            raise UsageError(
+                f"--warmup {self.warmup} and --cooldown {self.cooldown} add up to more than "
+                "the budget: lower one of them"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UsageError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if not 0 <= self.ema < 1:

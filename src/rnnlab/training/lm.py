@@ -21,7 +21,7 @@ import torch
 
 from rnnlab import checkpoint as ckpt
 from rnnlab.batches import batches_per_epoch, check_length, make_batches
-from rnnlab.corpus import DataConfig
+from rnnlab.corpus import DataConfig, read_corpus
 from rnnlab.data import Data, prepare_data
 from rnnlab.devices import resolve_device
 from rnnlab.errors import UsageError, flag, stderr
@@ -37,7 +37,7 @@ from rnnlab.model import (
     load_with_new_rows,
     mask_generator,
 )
-from rnnlab.presets import Preset
+from rnnlab.presets import Preset, budget_preset
 from rnnlab.seeding import seed_everything
 from rnnlab.training import distributed
 from rnnlab.training.config import TrainConfig
@@ -232,6 +232,7 @@ class LanguageModelRecipe:
     base: LoadedRun | None = None  # fine-tuning: the trained run whose weights start this one
     base_vocab: Vocab | None = None  # fine-tuning: the vocabulary the new text's extends
     preset: str | None = None  # the named configuration it started from (config.json says so)
+    preset_rule: str | None = None  # --max-time alone: the size rule that chose the recipe
 
     def prepare(self) -> None:
         if self.data is None:
@@ -264,6 +265,8 @@ class LanguageModelRecipe:
         config["runtime"] = runtime.record(self.train_config.batch_size)
         if self.preset is not None:
             config["preset"] = self.preset
+        if self.preset_rule is not None:
+            config["preset_rule"] = self.preset_rule
         if self.data.documents:  # a folder or several files: which, and how each was split
             config["data_files"] = self.data.documents
         if self.base is not None:
@@ -346,6 +349,10 @@ def start_lm_run(
     """
     if resume and run_dir is None:
         raise UsageError("--resume needs --out DIR naming the run to continue")
+    rule = None
+    if preset is None and not resume and budget_alone(train_values):
+        preset, rule = budget_preset(read_corpus(DataConfig(**data_values)).n_train)
+        log(f"{rule}" + (f" ({preset.description}); a flag given overrides it" if preset else ""))
     data_cfg, model_cfg, train_cfg = run_configs(
         preset, data_values, model_values, train_values, run_dir if resume else None
     )
@@ -362,7 +369,7 @@ def start_lm_run(
     model_cfg = model_for_device(model_cfg, runtime.device, warn)
     recipe = LanguageModelRecipe(
         data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab,
-        preset=None if preset is None or resume else preset.name,
+        preset=None if preset is None or resume else preset.name, preset_rule=rule,
     )  # fmt: skip
     trainer = open_run(
         recipe, run_dir, force=force, resume=resume, runtime=runtime, progress=progress,
@@ -371,6 +378,13 @@ def start_lm_run(
     if model_cfg.bidirectional:
         warn(BIDIRECTIONAL_WARNING)
     return trainer
+
+
+def budget_alone(train_values: dict[str, Any]) -> bool:
+    """Whether the budget given is a time and nothing else: `--max-time` without `--epochs`,
+    `--max-steps` or `--init-from` (a fine-tuned model keeps the recipe it was trained with)."""
+    given = {k for k, v in train_values.items() if v is not None}
+    return "max_time" in given and not given & {"epochs", "max_steps", "init_from"}
 
 
 def fine_tune_config(base: LoadedRun, given: dict[str, Any]) -> ModelConfig:
