@@ -13,7 +13,7 @@ from rnnlab.cli.flags import add_config_args, config_from, given, json_line, std
 from rnnlab.corpus import DataConfig
 from rnnlab.devices import describe
 from rnnlab.model import ModelConfig
-from rnnlab.presets import PRESETS, get_preset
+from rnnlab.presets import PRESETS, SMALL_TEXT_MAX_CHARS, get_preset
 from rnnlab.training.config import TrainConfig
 from rnnlab.training.lm import forward_check_run, run_summary, start_lm_run
 from rnnlab.training.runtime import RuntimeConfig
@@ -39,7 +39,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         choices=PRESETS,
         metavar="NAME",
         help=f"start from a named configuration ({', '.join(PRESETS)}); flags given explicitly "
-        "override its values",
+        "override its values. Without it, --max-time alone (no --epochs or --max-steps) "
+        f"trains small-text on a text under {SMALL_TEXT_MAX_CHARS:,} training characters",
     )
 
     p = sub.add_parser(
