@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.corpus import CHUNK_BYTES, STREAM_BYTES, DataConfig, read_corpus
+from rnnlab.corpus import CHUNK_BYTES, STREAM_BYTES, CorpusText, DataConfig, read_corpus
 from rnnlab.vocab import Vocab, extend_vocab
 
 
@@ -39,6 +39,7 @@ def prepare_data(
     stream_over: int = STREAM_BYTES,
     chunk_bytes: int = CHUNK_BYTES,
     base_vocab: Vocab | None = None,
+    text: CorpusText | None = None,
 ) -> Data:
     """Read, clean and split the text; build the vocabulary from the training part (unless
     given); encode both parts.
@@ -50,7 +51,8 @@ def prepare_data(
     text's unseen characters appended (`extend_vocab`); `Data.added` lists them. Corpora over
     `stream_over` bytes are streamed in chunks of `chunk_bytes`: same result, bounded memory.
     """
-    text = read_corpus(config, stream_over, chunk_bytes)  # 1. text: documents, split, counts
+    if text is None:  # 1. text: documents, split, counts (or as already read, e.g. to size it)
+        text = read_corpus(config, stream_over, chunk_bytes)
     added: list[str] = []
     if vocab is None:  # 2. the vocabulary, from the training text's counts
         counts = text.train_counts()

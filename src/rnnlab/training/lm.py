@@ -21,7 +21,7 @@ import torch
 
 from rnnlab import checkpoint as ckpt
 from rnnlab.batches import batches_per_epoch, check_length, make_batches
-from rnnlab.corpus import DataConfig, read_corpus
+from rnnlab.corpus import CorpusText, DataConfig, read_corpus
 from rnnlab.data import Data, prepare_data
 from rnnlab.devices import resolve_device
 from rnnlab.errors import UsageError, flag, stderr
@@ -233,10 +233,11 @@ class LanguageModelRecipe:
     base_vocab: Vocab | None = None  # fine-tuning: the vocabulary the new text's extends
     preset: str | None = None  # the named configuration it started from (config.json says so)
     preset_rule: str | None = None  # --max-time alone: the size rule that chose the recipe
+    text: CorpusText | None = None  # the corpus, when the size rule has read it already
 
     def prepare(self) -> None:
         if self.data is None:
-            self.data = prepare_data(self.data_config, base_vocab=self.base_vocab)
+            self.data = prepare_data(self.data_config, base_vocab=self.base_vocab, text=self.text)
         what = "training text"
         if self.data_config.train_chars is not None:
             what = f"training text cut to --train-chars {self.data_config.train_chars}"
@@ -349,10 +350,11 @@ def start_lm_run(
     """
     if resume and run_dir is None:
         raise UsageError("--resume needs --out DIR naming the run to continue")
-    rule = None
+    rule, text = None, None
     if preset is None and not resume and budget_alone(train_values):
-        preset, rule = budget_preset(read_corpus(DataConfig(**data_values)).n_train)
-        log(f"{rule}" + (f" ({preset.description}); a flag given overrides it" if preset else ""))
+        text = read_corpus(DataConfig(**data_values))  # read once: prepare_data reuses it
+        preset, rule = budget_preset(text.n_train)
+        log(rule + (f" ({preset.description}); a flag given overrides it" if preset else ""))
     data_cfg, model_cfg, train_cfg = run_configs(
         preset, data_values, model_values, train_values, run_dir if resume else None
     )
@@ -369,7 +371,7 @@ def start_lm_run(
     model_cfg = model_for_device(model_cfg, runtime.device, warn)
     recipe = LanguageModelRecipe(
         data_cfg, model_cfg, train_cfg, base=base, base_vocab=base_vocab,
-        preset=None if preset is None or resume else preset.name, preset_rule=rule,
+        preset=None if preset is None or resume else preset.name, preset_rule=rule, text=text,
     )  # fmt: skip
     trainer = open_run(
         recipe, run_dir, force=force, resume=resume, runtime=runtime, progress=progress,
